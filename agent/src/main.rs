@@ -1,0 +1,83 @@
+//! `lb-agent`: parses flags, sets up logging, runs the chosen role.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// The lb agent: runs on each director or real server.
+#[derive(Parser, Debug)]
+#[command(name = "lb-agent", version = lb_proto::VERSION, about, long_about = None)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand, Debug)]
+enum Role {
+    /// Run on a director: VRRP, IPVS and health checks, with a gRPC API.
+    Director {
+        /// Configuration file (a DirectorConfig or a whole topology, in YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// This node's name in the topology.
+        #[arg(long)]
+        node: Option<String>,
+        /// Check the configuration and exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run on a real server: VIPs on lo or a tunnel, ARP and rp_filter sysctls.
+    Realserver {
+        /// Configuration file (a RealServerConfig, in YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Check the configuration and exit.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+    match cli.role {
+        Role::Director { config, check, .. } => {
+            let cfg = lb_agent::config::load_director(&config)?;
+            tracing::info!(
+                groups = cfg.director_groups.len(),
+                services = cfg.services.len(),
+                "configuration read"
+            );
+            if check {
+                return Ok(());
+            }
+            anyhow::bail!("the director role does not run yet: only --check is available")
+        }
+        Role::Realserver { config, check } => {
+            let cfg = lb_agent::config::load_realserver(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            tracing::info!(vips = cfg.vips.len(), "configuration read");
+            if check {
+                return Ok(());
+            }
+            anyhow::bail!("the realserver role does not run yet: only --check is available")
+        }
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,1 @@
+//! Network interfaces: addresses, sysctls, tunnels, gratuitous ARP.

@@ -1,0 +1,1 @@
+//! The real-server role: VIPs, ARP and rp_filter, readiness.

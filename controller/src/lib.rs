@@ -1,0 +1,7 @@
+//! The lb controller: the one writer of the topology.
+//!
+//! It stores the topology (etcd, or an embedded store for a single node),
+//! validates every change, plans each node's desired state and pushes it to
+//! the agents over `AgentSync`.
+
+pub mod server;
