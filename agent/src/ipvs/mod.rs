@@ -3,8 +3,15 @@
 //!
 //! - [`model`]: services, destinations, counters, timeouts, sync daemons;
 //! - [`codec`]: those objects as the IPVS family's attributes, both ways;
+//! - [`validate`]: checks of a desired table before the kernel sees it;
+//! - [`reconcile`]: the pure diff from (desired, current) to operations;
+//! - [`ownership`]: the persisted set of services lb owns.
 
 pub mod codec;
 pub mod model;
+pub mod ownership;
+pub mod reconcile;
+pub mod validate;
 
 pub use model::*;
+pub use reconcile::{IpvsOp, Plan, ServiceState, Table};
