@@ -5,8 +5,10 @@
 //! - [`codec`]: those objects as the IPVS family's attributes, both ways;
 //! - [`validate`]: checks of a desired table before the kernel sees it;
 //! - [`reconcile`]: the pure diff from (desired, current) to operations;
-//! - [`ownership`]: the persisted set of services lb owns.
+//! - [`ownership`]: the persisted set of services lb owns;
+//! - [`client`]: the netlink socket that carries requests out, pipelined.
 
+pub mod client;
 pub mod codec;
 pub mod model;
 pub mod ownership;
