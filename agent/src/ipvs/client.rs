@@ -552,6 +552,9 @@ fn kernel_error(req: &Request, errno: i32) -> IpvsError {
         {
             "; a destination of another family than its service needs tunnel forwarding and no running sync daemon".into()
         }
+        (Request::NewDest(..), libc::EINVAL) => {
+            "; the kernel takes an IPv4 destination only if its routing tables call the address unicast (is `lo` up in this namespace?)".into()
+        }
         (Request::NewDest(..) | Request::SetDest(..), libc::ERANGE) => {
             "; weight must be 0..=2147483647 and the lower threshold at most the upper".into()
         }

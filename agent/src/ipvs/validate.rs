@@ -8,7 +8,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::model::{
-    Destination, Family, Forwarding, Protocol, Service, ServiceFlags, ServiceKey, TunnelType,
+    Destination, Family, Forwarding, Protocol, Service, ServiceFlags, ServiceKey, TunnelFlags,
+    TunnelType,
 };
 use super::reconcile::Table;
 
@@ -144,6 +145,16 @@ pub enum ValidationError {
     /// GUE needs the port it encapsulates to.
     #[error("service {service}: destination {dest}: GUE tunnelling needs a tunnel port")]
     GueWithoutPort {
+        /// The service.
+        service: ServiceKey,
+        /// The destination.
+        dest: IpAddr,
+    },
+    /// Tunnel checksum flags the encapsulation does not have.
+    #[error(
+        "service {service}: destination {dest}: checksum flags apply to gue and gre tunnels, remote checksum to gue only, and only one of csum and remcsum"
+    )]
+    TunnelFlagsForType {
         /// The service.
         service: ServiceKey,
         /// The destination.
@@ -285,6 +296,17 @@ pub fn validate_dest(service: &ServiceKey, d: &Destination, errors: &mut Vec<Val
         if d.tun_type == TunnelType::Gue && d.tun_port == 0 {
             errors.push(ValidationError::GueWithoutPort { service, dest });
         }
+        let flags_ok = match d.tun_type {
+            TunnelType::Ipip => d.tun_flags.0 == 0,
+            TunnelType::Gre => d.tun_flags.0 & !TunnelFlags::CSUM == 0,
+            // One of none, csum and remcsum, as ipvsadm offers them.
+            TunnelType::Gue => {
+                matches!(d.tun_flags.0, 0 | TunnelFlags::CSUM | TunnelFlags::REMCSUM)
+            }
+        };
+        if !flags_ok {
+            errors.push(ValidationError::TunnelFlagsForType { service, dest });
+        }
     } else if d.tun_type != TunnelType::Ipip || d.tun_port != 0 || d.tun_flags.0 != 0 {
         errors.push(ValidationError::TunnelOptionsWithoutTunnel {
             service,
@@ -298,7 +320,7 @@ pub fn validate_dest(service: &ServiceKey, d: &Destination, errors: &mut Vec<Val
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    use super::super::model::{DestKey, TunnelFlags, ipv4_netmask};
+    use super::super::model::{DestKey, ipv4_netmask};
     use super::super::reconcile::ServiceState;
     use super::*;
 
