@@ -239,7 +239,6 @@ impl IpvsSocket {
     fn batch(&mut self, reqs: &[Request]) -> Result<Vec<Answer>, IpvsError> {
         let mut answers = Vec::with_capacity(reqs.len());
         for chunk in reqs.chunks(BATCH) {
-            let first = self.seq.wrapping_add(1);
             let mut bytes = Vec::new();
             let mut seqs = Vec::with_capacity(chunk.len());
             for r in chunk {
@@ -252,7 +251,6 @@ impl IpvsSocket {
                     r.encode(),
                 )?);
             }
-            let _ = first;
             self.sock.send(&bytes, neli::consts::socket::Msg::empty())?;
             let mut got: Vec<Option<Answer>> = (0..chunk.len()).map(|_| None).collect();
             let mut replies: Vec<Vec<Reply>> = vec![Vec::new(); chunk.len()];

@@ -36,6 +36,8 @@ pub const GENL_HDRLEN: usize = 4;
 const NLA_HDRLEN: usize = 4;
 /// `NLA_TYPE_MASK`: the type without `NLA_F_NESTED` / `NLA_F_NET_BYTEORDER`.
 const NLA_TYPE_MASK: u16 = 0x3fff;
+/// `NLA_F_NESTED`.
+const NLA_F_NESTED: u16 = 0x8000;
 const SCHEDNAME_MAXLEN: usize = 16;
 const IFNAME_MAXLEN: usize = 16;
 
@@ -960,10 +962,13 @@ impl AttrWriter {
         self.put(ty, &v);
     }
 
+    /// Open a nest; it carries `NLA_F_NESTED`, as libnl (and so `ipvsadm`)
+    /// sets it.
     fn nest_start(&mut self, ty: u16) -> usize {
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0, 0]);
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
         at
     }
 

@@ -320,7 +320,7 @@ pub fn validate_dest(service: &ServiceKey, d: &Destination, errors: &mut Vec<Val
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    use super::super::model::{DestKey, ipv4_netmask};
+    use super::super::model::ipv4_netmask;
     use super::super::reconcile::ServiceState;
     use super::*;
 
@@ -478,6 +478,5 @@ mod tests {
         );
         gue.tun_port = 6080;
         assert_eq!(validate(&one(svc, vec![gue])), Ok(()));
-        let _ = DestKey { addr, port: 1 };
     }
 }

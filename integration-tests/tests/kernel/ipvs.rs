@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 
-use lb_agent::ipvs::client::{IpvsError, IpvsSocket};
+use lb_agent::ipvs::client::IpvsSocket;
 use lb_agent::ipvs::codec::Request;
 use lb_agent::ipvs::reconcile::{self, IpvsOp};
 use lb_agent::ipvs::validate::{self, SCHEDULERS};
@@ -736,5 +736,4 @@ fn config_info_daemon_flush() {
     sock.execute(&[Request::Flush]).unwrap().remove(0).unwrap();
     assert!(sock.table().unwrap().is_empty());
     assert_eq!(ipvsadm(&["-Sn"]).trim(), "");
-    let _: Option<IpvsError> = None;
 }
