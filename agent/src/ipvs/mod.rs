@@ -6,10 +6,12 @@
 //! - [`validate`]: checks of a desired table before the kernel sees it;
 //! - [`reconcile`]: the pure diff from (desired, current) to operations;
 //! - [`ownership`]: the persisted set of services lb owns;
-//! - [`client`]: the netlink socket that carries requests out, pipelined.
+//! - [`client`]: the netlink socket that carries requests out, pipelined;
+//! - [`converge`]: one reconcile round with ownership kept on disk.
 
 pub mod client;
 pub mod codec;
+pub mod converge;
 pub mod model;
 pub mod ownership;
 pub mod reconcile;

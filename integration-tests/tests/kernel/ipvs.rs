@@ -12,6 +12,8 @@ use std::process::Command;
 
 use lb_agent::ipvs::client::IpvsSocket;
 use lb_agent::ipvs::codec::Request;
+use lb_agent::ipvs::converge::{ConvergeError, converge};
+use lb_agent::ipvs::ownership::OwnedServices;
 use lb_agent::ipvs::reconcile::{self, IpvsOp};
 use lb_agent::ipvs::validate::{self, SCHEDULERS};
 use lb_agent::ipvs::{
@@ -736,4 +738,67 @@ fn config_info_daemon_flush() {
     sock.execute(&[Request::Flush]).unwrap().remove(0).unwrap();
     assert!(sock.table().unwrap().is_empty());
     assert_eq!(ipvsadm(&["-Sn"]).trim(), "");
+}
+
+/// Ownership survives a restart: a service lb created and no longer wants
+/// is deleted by a new agent instance (new socket, owned set read from the
+/// state directory); a service created with ipvsadm is left alone; an
+/// invalid table touches nothing.
+#[test]
+fn ownership_survives_restart() {
+    own_netns();
+    let state_dir = tempfile::tempdir().unwrap();
+    ipvsadm(&["-A", "-u", "198.18.0.99:53", "-s", "rr"]);
+    let foreign_key = ServiceKey::Addr {
+        protocol: Protocol::Udp,
+        addr: v4(198, 18, 0, 99),
+        port: 53,
+    };
+    let a = tcp(v4(198, 18, 0, 1), 80);
+    let b = tcp(v4(198, 18, 0, 2), 80);
+    let mut desired = Table::new();
+    desired.extend([
+        state(
+            Service::new(a, "rr"),
+            vec![dest(v4(10, 4, 0, 1), 80, Forwarding::Route, 1)],
+        ),
+        state(
+            Service::new(b, "wrr"),
+            vec![dest(v4(10, 4, 0, 2), 80, Forwarding::Route, 2)],
+        ),
+    ]);
+    {
+        let mut sock = IpvsSocket::connect().unwrap();
+        let round = converge(&mut sock, &desired, &OwnedServices::new(state_dir.path())).unwrap();
+        assert_eq!(round.planned, 4);
+        assert!(round.report.converged());
+        assert_eq!(round.foreign, vec![foreign_key]);
+    }
+    // A new agent: nothing in memory but the state directory.
+    desired.remove(&a);
+    let mut sock = IpvsSocket::connect().unwrap();
+    let store = OwnedServices::new(state_dir.path());
+    assert_eq!(store.load().unwrap(), [a, b].into());
+    let round = converge(&mut sock, &desired, &store).unwrap();
+    assert_eq!(round.planned, 1, "only the service no longer wanted goes");
+    let table = sock.table().unwrap();
+    assert!(!table.contains_key(&a));
+    assert_eq!(table[&b], desired[&b]);
+    assert!(table.contains_key(&foreign_key));
+    assert_eq!(store.load().unwrap(), [b].into());
+
+    // Invalid: refused before the kernel sees anything.
+    let mut bad = desired.clone();
+    bad.extend([state(
+        Service::new(tcp(v4(198, 18, 0, 3), 0), "wrrr"),
+        vec![],
+    )]);
+    let err = converge(&mut sock, &bad, &store).unwrap_err();
+    assert!(matches!(err, ConvergeError::Invalid(_)));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("scheduler 'wrrr' is unknown") && msg.contains("port 0"),
+        "{msg}"
+    );
+    assert_eq!(sock.table().unwrap(), table);
 }
