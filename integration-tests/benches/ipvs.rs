@@ -1,8 +1,15 @@
 //! IPVS benchmark: lb's netlink client against `ipvsadm` on the same rule
-//! set, in one network namespace of its own, on a kernel with IPVS.
+//! set, on a kernel with IPVS (`integration-tests/vm/run --bench ipvs`).
 //!
-//! Prints `BENCH <name> <value> <unit>` lines. Run as root:
-//! `ipvs_bench [services] [dests-per-service]` (default 10000 x 10).
+//! Each side runs in a fresh network namespace of its own: the kernel keeps
+//! deleted destinations in a per-namespace trash for two minutes and scans
+//! it on every add, so a side that ran after the other's flush would pay
+//! for it. Both namespaces stay alive until the end, so neither side runs
+//! while the kernel tears the other down.
+//!
+//! Prints `BENCH <name> <value> <unit>` lines. Run as root, arguments
+//! `[services] [dests-per-service]` (default 10000 x 10); options that cargo
+//! passes (`--bench`) are ignored.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -17,7 +24,7 @@ use lb_agent::ipvs::reconcile::{self, IpvsOp};
 use lb_agent::ipvs::{Destination, Forwarding, Protocol, Service, ServiceKey, ServiceState, Table};
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
     let services: u32 = args.next().map_or(Ok(10_000), |a| a.parse())?;
     let dests: u32 = args.next().map_or(Ok(10), |a| a.parse())?;
     ensure!(
@@ -25,8 +32,7 @@ fn main() -> anyhow::Result<()> {
         "at most 60000 services of 250 destinations"
     );
 
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("unshare: run as root")?;
-    run_ok("ip", &["link", "set", "lo", "up"])?;
+    let ipvsadm_netns = fresh_netns()?;
 
     let desired = rule_set(services, dests);
     let rules = ipvsadm_rules(&desired);
@@ -37,7 +43,6 @@ fn main() -> anyhow::Result<()> {
 
     // ipvsadm first, on an empty table.
     let mut sock = IpvsSocket::connect()?;
-    sock.flush()?;
     let t = Instant::now();
     let (out, rss_restore) = timed_ipvsadm(&["-R"], Some(&rules_path))?;
     let restore_ms = ms(t);
@@ -54,8 +59,12 @@ fn main() -> anyhow::Result<()> {
         "ipvsadm -Sn listed {} lines",
         saved.lines().count()
     );
-    sock.flush()?;
-    ensure!(sock.table()?.is_empty(), "flush left services");
+    drop(sock);
+
+    // Ours, in a namespace of its own.
+    let ours_netns = fresh_netns()?;
+    let mut sock = IpvsSocket::connect()?;
+    ensure!(sock.table()?.is_empty(), "a new namespace has services");
 
     // Ours, cold: an empty kernel table to the whole rule set.
     let owned = BTreeSet::new();
@@ -102,7 +111,6 @@ fn main() -> anyhow::Result<()> {
         "one weight change planned {:?}",
         plan.ops
     );
-    sock.flush()?;
     let _ = std::fs::remove_file(&rules_path);
 
     let rss_kib = peak_rss_kib()?;
@@ -126,7 +134,17 @@ fn main() -> anyhow::Result<()> {
         println!("BENCH ipvsadm_restore_peak_rss_kib {r} KiB");
         println!("BENCH ipvsadm_save_peak_rss_kib {s} KiB");
     }
+    drop((sock, ipvsadm_netns, ours_netns));
     Ok(())
+}
+
+/// Move into a new network namespace with `lo` up (the kernel takes an IPv4
+/// destination only when the routing tables call it unicast); the returned
+/// file keeps the namespace alive after we leave it.
+fn fresh_netns() -> anyhow::Result<std::fs::File> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("unshare: run as root")?;
+    run_ok("ip", &["link", "set", "lo", "up"])?;
+    Ok(std::fs::File::open("/proc/thread-self/ns/net")?)
 }
 
 /// `services` TCP services on 10.0.0.0/8 port 80, wrr, each with `dests`
