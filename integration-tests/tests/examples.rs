@@ -48,7 +48,9 @@ fn seed_000_dns_over_dr() {
     assert_eq!(svc.forwarding(), Forwarding::Dr);
     assert_eq!(svc.scheduler, "wrr");
     let check = svc.health_check.as_ref().unwrap();
-    assert!(matches!(check.kind, Some(Kind::Dns(ref d)) if d.name == "www.abc.local" && d.r#type == "A"));
+    assert!(
+        matches!(check.kind, Some(Kind::Dns(ref d)) if d.name == "www.abc.local" && d.r#type == "A")
+    );
     assert_eq!(check.interval.unwrap().seconds, 6);
     let vrrp = t.director_groups[0].vrrp.as_ref().unwrap();
     assert_eq!(vrrp.instances[0].vrid, 50);
@@ -62,8 +64,14 @@ fn seed_001_http_over_dr_with_tcp_check_and_password() {
     assert_eq!(instance.authentication.as_ref().unwrap().password, "1111");
     let svc = &t.services[0];
     assert_eq!(svc.scheduler, "rr");
-    assert!(matches!(svc.health_check.as_ref().unwrap().kind, Some(Kind::Tcp(_))));
-    assert_eq!(svc.health_check.as_ref().unwrap().timeout.unwrap().seconds, 3);
+    assert!(matches!(
+        svc.health_check.as_ref().unwrap().kind,
+        Some(Kind::Tcp(_))
+    ));
+    assert_eq!(
+        svc.health_check.as_ref().unwrap().timeout.unwrap().seconds,
+        3
+    );
     assert_eq!(svc.real_servers.len(), 2);
 }
 
@@ -72,8 +80,14 @@ fn seed_002_active_active_has_swapped_priorities_and_sorry_server() {
     let t = parse("seed-002-active-active.yaml");
     let instances = &t.director_groups[0].vrrp.as_ref().unwrap().instances;
     assert_eq!(instances.len(), 2);
-    assert_eq!(instances[0].priorities["director1"], instances[1].priorities["director2"]);
-    assert_eq!(instances[0].priorities["director2"], instances[1].priorities["director1"]);
+    assert_eq!(
+        instances[0].priorities["director1"],
+        instances[1].priorities["director2"]
+    );
+    assert_eq!(
+        instances[0].priorities["director2"],
+        instances[1].priorities["director1"]
+    );
     assert_eq!(instances[1].label, "eth0:1");
     assert!(t.services.iter().all(|s| s.sorry_server.is_some()));
 }
@@ -93,7 +107,10 @@ fn seed_004_gateway_ping_is_a_tracked_script() {
     let t = parse("seed-004-gateway-track.yaml");
     let vrrp = t.director_groups[0].vrrp.as_ref().unwrap();
     assert_eq!(vrrp.scripts[0].command[0], "ping");
-    assert_eq!(vrrp.instances[0].track_scripts[0].name, vrrp.scripts[0].name);
+    assert_eq!(
+        vrrp.instances[0].track_scripts[0].name,
+        vrrp.scripts[0].name
+    );
     assert_eq!(vrrp.instances[0].vips.len(), 3);
     assert!(t.director_groups[0].email.is_some());
 }
@@ -102,7 +119,10 @@ fn seed_004_gateway_ping_is_a_tracked_script() {
 fn misspelt_field_in_an_example_names_its_path() {
     let text = read("seed-003-http-tun.yaml").replace("delayBeforeRetry:", "delayBeforeRetyr:");
     let err = lb_proto::yaml::from_str::<Topology>(&text).unwrap_err();
-    assert_eq!(err.path, "services[0].healthCheck.delayBeforeRetyr", "{err}");
+    assert_eq!(
+        err.path, "services[0].healthCheck.delayBeforeRetyr",
+        "{err}"
+    );
     assert!(err.message.contains("unknown field"), "{err}");
     let text = read("seed-000-dns-dr.yaml").replace("advertInterval:", "advertInterva:");
     let err = lb_proto::yaml::from_str::<Topology>(&text).unwrap_err();
@@ -113,5 +133,8 @@ fn misspelt_field_in_an_example_names_its_path() {
 fn wrong_type_in_an_example_names_its_path() {
     let text = read("seed-001-http-dr.yaml").replace("vrid: 51", "vrid: fifty-one");
     let err = lb_proto::yaml::from_str::<Topology>(&text).unwrap_err();
-    assert_eq!(err.path, "directorGroups[0].vrrp.instances[0].vrid", "{err}");
+    assert_eq!(
+        err.path, "directorGroups[0].vrrp.instances[0].vrid",
+        "{err}"
+    );
 }
