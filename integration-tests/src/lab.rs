@@ -72,7 +72,8 @@ struct LabState {
     netns: Vec<String>,
     segments: Vec<String>,
     hosts: Vec<String>,
-    ports: u32,
+    /// Switch-side veth ends: (host, interface) -> port.
+    ports: Vec<(String, String, String)>,
 }
 
 impl std::fmt::Debug for Lab {
@@ -244,9 +245,22 @@ impl Lab {
                     why: format!("unknown (known: {})", state.segments.join(", ")),
                 });
             }
-            state.ports += 1;
-            let mut port = format!("p{}-{}", state.ports, host.name());
+            if state
+                .ports
+                .iter()
+                .any(|(h, i, _)| h == host.name() && i == ifname)
+            {
+                return Err(LabError::Invalid {
+                    what: "interface",
+                    value: ifname.into(),
+                    why: format!("host {} is already plugged in with it", host.name()),
+                });
+            }
+            let mut port = format!("p{}-{}", state.ports.len(), host.name());
             port.truncate(IFNAMSIZ);
+            state
+                .ports
+                .push((host.name().to_string(), ifname.to_string(), port.clone()));
             port
         };
         let sw = &self.inner.switch;
@@ -271,6 +285,29 @@ impl Lab {
             host.add_addr(ifname, addr)?;
         }
         Ok(())
+    }
+
+    /// Plugs the cable of `host`'s `ifname` out of the switch (`false`) or
+    /// back in (`true`): the switch-side port goes down or up, so the host
+    /// sees its carrier go (NO-CARRIER) while its interface stays
+    /// administratively up, like a pulled cable.
+    pub fn set_cable(&self, host: &Host, ifname: &str, connected: bool) -> Result<()> {
+        let port = self
+            .state()
+            .ports
+            .iter()
+            .find(|(h, i, _)| h == host.name() && i == ifname)
+            .map(|(_, _, p)| p.clone())
+            .ok_or_else(|| LabError::Invalid {
+                what: "interface",
+                value: ifname.into(),
+                why: format!("host {} has no such interface on the switch", host.name()),
+            })?;
+        ip(
+            &self.inner.switch,
+            ["link", "set", &port, if connected { "up" } else { "down" }],
+        )
+        .map(drop)
     }
 
     fn add_netns(&self, netns: &str) -> Result<()> {

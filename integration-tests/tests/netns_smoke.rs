@@ -103,6 +103,39 @@ fn sockets_opened_in_netns_carry_traffic() -> Result<()> {
 }
 
 #[test]
+fn threads_started_in_netns_stay_there() -> Result<()> {
+    let lab = Lab::new("threads")?;
+    let a = lab.host("a", &["10.0.9.1/24"])?;
+    let worker = a.in_netns(|| std::thread::spawn(|| TcpListener::bind("10.0.9.1:0").map(drop)))?;
+    worker.join().expect("worker thread")?;
+    Ok(())
+}
+
+#[test]
+fn pulled_cable_drops_carrier() -> Result<()> {
+    let lab = Lab::new("cable")?;
+    let a = lab.host("a", &["10.0.10.1/24"])?;
+    let b = lab.host("b", &["10.0.10.2/24"])?;
+    lab.set_cable(&b, "eth0", false)?;
+    let link = b.ip(["link", "show", "eth0"])?;
+    assert!(
+        link.contains("NO-CARRIER") && link.contains(",UP"),
+        "{link}"
+    );
+    assert!(
+        !ping(&a, "10.0.10.2")?.success(),
+        "ping crossed a pulled cable"
+    );
+    lab.set_cable(&b, "eth0", true)?;
+    wait_for(
+        || ping(&a, "10.0.10.2").is_ok_and(|o| o.success()),
+        scaled(Duration::from_secs(10)),
+    )?;
+    assert!(lab.set_cable(&b, "eth9", false).is_err());
+    Ok(())
+}
+
+#[test]
 fn sysctls_are_per_host_and_links_go_down() -> Result<()> {
     let lab = Lab::new("sysctl")?;
     let a = lab.host("a", &["10.0.3.1/24"])?;
