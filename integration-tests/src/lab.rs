@@ -517,6 +517,40 @@ impl Host {
         Ok(())
     }
 
+    /// Whether any interface of the host carries `addr` now (as the kernel
+    /// sees it, e.g. a VIP that a VRRP master added).
+    pub fn has_addr(&self, addr: &str) -> Result<bool> {
+        let want: IpAddr = addr.parse().map_err(|_| LabError::Invalid {
+            what: "address",
+            value: addr.into(),
+            why: "not an IP address".into(),
+        })?;
+        // `ip -o addr`: "2: eth0    inet 10.0.0.1/24 brd ... scope global eth0 ..."
+        let out = self.ip(["-o", "addr", "show"])?;
+        Ok(out.lines().any(|line| {
+            line.split_whitespace()
+                .nth(3)
+                .and_then(|cidr| cidr.split('/').next())
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                == Some(want)
+        }))
+    }
+
+    /// The MAC address of an interface of the host.
+    pub fn mac(&self, ifname: &str) -> Result<String> {
+        let out = self.ip(["-o", "link", "show", "dev", ifname])?;
+        let mut words = out.split_whitespace();
+        words.find(|w| w.starts_with("link/"));
+        words
+            .next()
+            .map(str::to_string)
+            .ok_or_else(|| LabError::Invalid {
+                what: "interface",
+                value: ifname.into(),
+                why: format!("no link-layer address in `{}`", out.trim()),
+            })
+    }
+
     /// Sets an interface up or down (a "link down on the master" test).
     pub fn set_link(&self, ifname: &str, up: bool) -> Result<()> {
         self.ip(["link", "set", ifname, if up { "up" } else { "down" }])
