@@ -25,6 +25,7 @@ use lb_agent::ipvs::{
 /// kernel accepts an IPv4 destination only when the routing tables call its
 /// address unicast, and a namespace has no local table before `lo` is up.
 fn own_netns() {
+    lb_lab::kernel::require_ipvs();
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .expect("unshare(CLONE_NEWNET): tests need root");
     run("ip", &["link", "set", "lo", "up"]);
