@@ -803,3 +803,91 @@ fn ownership_survives_restart() {
     );
     assert_eq!(sock.table().unwrap(), table);
 }
+
+/// Removes a named network namespace when dropped.
+struct NamedNetns(String);
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Counters: UDP datagrams from a client namespace through a service are
+/// counted by the kernel; our decoded 64-bit counters of the service and of
+/// its destination equal what `ipvsadm -Ln --stats --exact` prints.
+#[test]
+fn counters_match_ipvsadm() {
+    own_netns();
+    let client = NamedNetns(format!("lbipvs-{}-client", std::process::id()));
+    run("ip", &["netns", "add", &client.0]);
+    run(
+        "ip",
+        &[
+            "link", "add", "lan0", "type", "veth", "peer", "name", "lan1", "netns", &client.0,
+        ],
+    );
+    run("ip", &["link", "set", "lan0", "up"]);
+    run("ip", &["addr", "add", "10.99.0.1/24", "dev", "lan0"]);
+    run("ip", &["addr", "add", "10.99.0.100/32", "dev", "lo"]);
+    let inside = |args: &[&str]| {
+        let mut a = vec!["netns", "exec", client.0.as_str()];
+        a.extend_from_slice(args);
+        run("ip", &a)
+    };
+    inside(&["ip", "link", "set", "lan1", "up"]);
+    inside(&["ip", "addr", "add", "10.99.0.50/24", "dev", "lan1"]);
+
+    let key = ServiceKey::Addr {
+        protocol: Protocol::Udp,
+        addr: v4(10, 99, 0, 100),
+        port: 9999,
+    };
+    let mut desired = Table::new();
+    desired.extend([state(
+        Service::new(key, "rr"),
+        vec![dest(v4(10, 99, 0, 2), 9999, Forwarding::Route, 1)],
+    )]);
+    let mut sock = IpvsSocket::connect().unwrap();
+    apply_all(&mut sock, &desired);
+
+    // Resolve the VIP's link address first, then five datagrams of 100
+    // bytes (bash's /dev/udp), bounded by count.
+    inside(&["ping", "-c", "1", "-W", "5", "10.99.0.100"]);
+    inside(&[
+        "bash",
+        "-c",
+        "for i in 1 2 3 4 5; do printf '%100s' '' > /dev/udp/10.99.0.100/9999; done",
+    ]);
+    // The datagrams are counted as they arrive: poll, at most 100 times.
+    let mut svc = sock.service(key).unwrap().stats;
+    for _ in 0..100 {
+        if svc.inpkts >= 5 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        svc = sock.service(key).unwrap().stats;
+    }
+    let dst = sock.dests(key).unwrap()[0].stats;
+    assert_eq!(svc.inpkts, 5, "{svc:?}");
+    assert!(svc.conns >= 1 && svc.inbytes >= 500, "{svc:?}");
+
+    let listed = ipvsadm(&["-Ln", "--stats", "--exact", "-u", "10.99.0.100:9999"]);
+    // The first line with this prefix that carries counters (the header
+    // lines carry none).
+    let numbers = |prefix: &str| -> Vec<u64> {
+        listed
+            .lines()
+            .filter(|l| l.trim_start().starts_with(prefix))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect::<Vec<u64>>()
+            })
+            .find(|n| !n.is_empty())
+            .unwrap_or_else(|| panic!("no {prefix} line with counters in:\n{listed}"))
+    };
+    let ours = |s: lb_agent::ipvs::Stats| vec![s.conns, s.inpkts, s.outpkts, s.inbytes, s.outbytes];
+    assert_eq!(numbers("UDP"), ours(svc), "{listed}");
+    assert_eq!(numbers("->"), ours(dst), "{listed}");
+}
