@@ -39,8 +39,6 @@ use super::validate::scheduler_module;
 
 /// `GENL_ID_CTRL`.
 const GENL_ID_CTRL: u16 = 0x10;
-/// `NLMSG_ERROR`.
-const NLMSG_ERROR: u16 = 2;
 /// `NLMSG_DONE`.
 const NLMSG_DONE: u16 = 3;
 /// Requests per `sendmsg`: their acknowledgements must fit the receive
@@ -306,7 +304,7 @@ impl IpvsSocket {
                         let errno = -*e.error();
                         return Err(kernel_error(req, errno));
                     }
-                    _ if *msg.nl_type() == NLMSG_ERROR => return Ok(out),
+                    // An acknowledgement ends a dump as NLMSG_DONE does.
                     _ => return Ok(out),
                 }
             }
