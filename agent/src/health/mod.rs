@@ -6,6 +6,7 @@
 //!   sorry server, quorum) whose outputs the director turns into IPVS ops;
 //! - [`outcome`]: what a check attempt found and why it failed.
 
+pub mod check;
 pub mod config;
 pub mod outcome;
 pub mod service;
