@@ -97,3 +97,6 @@ impl Checker {
             .unwrap_or(CheckResult::Down(Failure::Timeout))
     }
 }
+
+#[cfg(test)]
+mod tests;
