@@ -9,5 +9,11 @@
 pub mod check;
 pub mod config;
 pub mod outcome;
+pub mod runner;
 pub mod service;
 pub mod state;
+
+#[cfg(test)]
+mod runner_tests;
+#[cfg(test)]
+mod test_servers;

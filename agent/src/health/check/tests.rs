@@ -4,29 +4,21 @@
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     str::FromStr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
 };
 
-use bytes::Bytes;
 use hickory_proto::{
     op::{Message, MessageType, ResponseCode},
     rr::{Name, RData, Record, RecordType, rdata::A},
 };
-use http_body_util::Full;
-use hyper::{Request, Response, body::Incoming, service::service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::{ServerConfig, pki_types::PrivateKeyDer};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpSocket, UdpSocket},
 };
-use tokio_rustls::TlsAcceptor;
 
 use super::{Checker, Probe, exec::ExecEnv};
+use crate::health::test_servers::{LOCAL, closed_port, http_server};
 use crate::health::{
     config::{
         BodyMatch, CheckKind, DnsSpec, DnsTransport, ExecSpec, GrpcSpec, HttpSpec, HttpVersion,
@@ -35,7 +27,6 @@ use crate::health::{
     outcome::{CheckResult, Failure},
 };
 
-const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const TIMEOUT: Duration = Duration::from_millis(500);
 
 fn probe(target: SocketAddr) -> Probe {
@@ -53,12 +44,6 @@ fn probe(target: SocketAddr) -> Probe {
 
 async fn check(kind: CheckKind, target: SocketAddr) -> CheckResult {
     Checker::build(&kind).unwrap().check(probe(target)).await
-}
-
-/// A port on 127.0.0.1 where nothing listens (bound, then closed).
-async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind((LOCAL, 0)).await.unwrap();
-    l.local_addr().unwrap()
 }
 
 fn down(r: CheckResult) -> Failure {
@@ -124,98 +109,6 @@ async fn tcp_bind_address_is_the_source() {
 }
 
 // ---------------------------------------------------------------- HTTP
-
-#[derive(Clone)]
-struct Reply {
-    status: u16,
-    body: String,
-    delay: Duration,
-}
-
-struct HttpServer {
-    addr: SocketAddr,
-    reply: Arc<Mutex<Reply>>,
-    hits: Arc<AtomicUsize>,
-    /// "host|version" of the last request.
-    last: Arc<Mutex<String>>,
-}
-
-fn tls_server_config() -> Arc<ServerConfig> {
-    let cert = rcgen::generate_simple_self_signed(vec!["www.example.test".to_string()]).unwrap();
-    let key = PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-    let mut cfg =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.cert.der().clone()], key)
-            .unwrap();
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(cfg)
-}
-
-async fn http_server(tls: bool) -> HttpServer {
-    let l = TcpListener::bind((LOCAL, 0)).await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let reply = Arc::new(Mutex::new(Reply {
-        status: 200,
-        body: "hello world".into(),
-        delay: Duration::ZERO,
-    }));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let last = Arc::new(Mutex::new(String::new()));
-    let acceptor = tls.then(|| TlsAcceptor::from(tls_server_config()));
-    let (r, h, la) = (reply.clone(), hits.clone(), last.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = l.accept().await else {
-                return;
-            };
-            let (r, h, la, acceptor) = (r.clone(), h.clone(), la.clone(), acceptor.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let (r, h, la) = (r.clone(), h.clone(), la.clone());
-                    async move {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let host = req
-                            .headers()
-                            .get(http::header::HOST)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string)
-                            .or_else(|| req.uri().authority().map(|a| a.to_string()))
-                            .unwrap_or_default();
-                        *la.lock().unwrap() = format!("{host}|{:?}", req.version());
-                        let reply = r.lock().unwrap().clone();
-                        tokio::time::sleep(reply.delay).await;
-                        Ok::<_, std::convert::Infallible>(
-                            Response::builder()
-                                .status(reply.status)
-                                .body(Full::new(Bytes::from(reply.body)))
-                                .unwrap(),
-                        )
-                    }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                match acceptor {
-                    None => {
-                        let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-                    }
-                    Some(acc) => {
-                        if let Ok(s) = acc.accept(stream).await {
-                            let _ = builder.serve_connection(TokioIo::new(s), svc).await;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    HttpServer {
-        addr,
-        reply,
-        hits,
-        last,
-    }
-}
 
 fn http(f: impl FnOnce(&mut HttpSpec)) -> CheckKind {
     let mut spec = HttpSpec {
