@@ -237,6 +237,9 @@ pub fn spawn(
 
 type CheckId = u64;
 
+/// Results handled per wake-up at most.
+const MAX_BATCH: usize = 4096;
+
 struct Entry {
     service: String,
     spec: RealServerSpec,
@@ -305,8 +308,18 @@ impl Runner {
                     None => return,
                 },
                 Some(done) = result_rx.recv() => self.on_done(done, Instant::now()).await,
-                () = sleep => self.on_timers(Instant::now()).await,
+                () = sleep => {}
             }
+            // Work in batches: one wake-up handles every result that is
+            // waiting (bounded) and every timer that is due, so the runner
+            // keeps up when thousands of check tasks share its thread.
+            for _ in 0..MAX_BATCH {
+                let Ok(done) = result_rx.try_recv() else {
+                    break;
+                };
+                self.on_done(done, Instant::now()).await;
+            }
+            self.on_timers(Instant::now()).await;
         }
     }
 
