@@ -10,8 +10,6 @@
 use std::{
     io::Write,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    os::fd::AsFd,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -23,80 +21,25 @@ use lb_agent::health::{
     runner::{HealthEvent, RunnerSettings, spawn},
     state::Transition,
 };
-use nix::{
-    sched::{CloneFlags, setns},
-    sys::resource::{UsageWho, getrusage},
-};
+use lb_lab::{Host, Lab};
+use nix::sys::resource::{UsageWho, getrusage};
 
 const N_TCP: u32 = 10_000;
 const N_HTTP: u32 = 1_000;
 
-/// A network namespace of the bench's own, deleted on drop (also after a panic).
-struct Lab {
-    name: String,
-    children: Vec<Child>,
-    dir: tempfile::TempDir,
-}
-
-fn ip(args: &[&str]) {
-    let st = Command::new("ip").args(args).status().expect("run ip");
-    assert!(st.success(), "ip {args:?} failed");
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let name = format!("lbhb-{}", std::process::id());
-        ip(&["netns", "add", &name]);
-        let lab = Lab {
-            name,
-            children: vec![],
-            dir: tempfile::tempdir().unwrap(),
-        };
-        ip(&["-n", &lab.name, "link", "set", "lo", "up"]);
-        // The real servers' addresses, all on one interface (the lab host's lo).
-        let batch = lab.dir.path().join("addrs");
-        let mut f = std::fs::File::create(&batch).unwrap();
-        for i in 0..N_TCP {
-            writeln!(f, "address add {}/32 dev lo", addr(i)).unwrap();
-        }
-        drop(f);
-        ip(&["-n", &lab.name, "-batch", batch.to_str().unwrap()]);
-        lab
+/// The lab: one host whose `lo` carries the 10,000 real-server addresses;
+/// nginx and the checks both run in it.
+fn lab() -> (Lab, Host) {
+    let lab = Lab::new("health-bench").unwrap();
+    let host = lab.bare_host("rs").unwrap();
+    let batch = lab.dir().join("addrs");
+    let mut f = std::fs::File::create(&batch).unwrap();
+    for i in 0..N_TCP {
+        writeln!(f, "address add {}/32 dev lo", addr(i)).unwrap();
     }
-
-    fn spawn(&mut self, program: &str, args: &[&str]) -> &mut Child {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn in the lab");
-        self.children.push(child);
-        self.children.last_mut().unwrap()
-    }
-
-    /// Moves the calling thread into the lab's network namespace.
-    fn enter(&self) {
-        let f = std::fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
-        setns(f.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            // SIGTERM: nginx's master then stops its workers (SIGKILL would orphan them).
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = c.wait();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
+    drop(f);
+    host.ip(["-batch", batch.to_str().unwrap()]).unwrap();
+    (lab, host)
 }
 
 /// Address of real server `i`: 10.77.0.1, 10.77.0.2, ...
@@ -107,7 +50,7 @@ fn addr(i: u32) -> Ipv4Addr {
 /// nginx in the lab: one listening socket per real-server address on port 80
 /// (10,000 listeners: TCP checks), and HTTP on port 8080 of every address.
 fn nginx_conf(lab: &Lab) -> std::path::PathBuf {
-    let conf = lab.dir.path().join("nginx.conf");
+    let conf = lab.dir().join("nginx.conf");
     let mut listens = String::new();
     for i in 0..N_TCP {
         listens.push_str(&format!("listen {}:80 backlog=1024;\n", addr(i)));
@@ -122,7 +65,7 @@ fn nginx_conf(lab: &Lab) -> std::path::PathBuf {
                server {{ {listens} location / {{ return 200 \"ok\\n\"; }} }}\n\
                server {{ listen 8080 backlog=4096; location / {{ return 200 \"ok\\n\"; }} }}\n\
              }}\n",
-            d = lab.dir.path().display()
+            d = lab.dir().display()
         ),
     )
     .unwrap();
@@ -141,12 +84,13 @@ fn wait_listening() -> bool {
     false
 }
 
-fn cpu_time() -> Duration {
+/// CPU time of the calling thread: (user, system).
+fn cpu_time() -> (Duration, Duration) {
     let u = getrusage(UsageWho::RUSAGE_THREAD).unwrap();
     let tv = |t: nix::sys::time::TimeVal| {
         Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
     };
-    tv(u.user_time()) + tv(u.system_time())
+    (tv(u.user_time()), tv(u.system_time()))
 }
 
 fn rss_mib() -> f64 {
@@ -183,6 +127,8 @@ fn service(name: &str, n: u32, check: CheckSpec) -> ServiceSpec {
 
 struct Figures {
     cpu_pct: f64,
+    /// The kernel's share (on loopback it includes the server side's packet handling).
+    sys_pct: f64,
     per_s: f64,
     rss_mib: f64,
     late: u64,
@@ -193,84 +139,74 @@ struct Figures {
 
 /// Runs `svc` on a one-thread runtime in the lab for `warmup + window`;
 /// measures over the window.
-fn measure(lab: &Lab, svc: ServiceSpec, warmup: Duration, window: Duration) -> Figures {
+fn measure(host: &Host, svc: ServiceSpec, warmup: Duration, window: Duration) -> Figures {
     let n = svc.real_servers.len();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            lab.enter();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
-                let (h, _task) = spawn(
-                    RunnerSettings {
-                        max_concurrent: 1024,
-                        seed: 1,
-                    },
-                    tx,
-                );
-                let up = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-                let up2 = up.clone();
-                let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-                let failed2 = failed.clone();
-                tokio::spawn(async move {
-                    while let Some(ev) = rx.recv().await {
-                        if let HealthEvent::Transition {
-                            transition: Transition::Up { .. },
-                            ..
-                        } = ev
-                        {
-                            up2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        if let HealthEvent::Transition {
-                            transition: Transition::Down { .. },
-                            ..
-                        } = ev
-                        {
-                            failed2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
+    host.in_netns(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+            let (h, _task) = spawn(
+                RunnerSettings {
+                    max_concurrent: 1024,
+                    seed: 1,
+                },
+                tx,
+            );
+            let up = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let up2 = up.clone();
+            let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let failed2 = failed.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = rx.recv().await {
+                    if let HealthEvent::Transition {
+                        transition: Transition::Up { .. },
+                        ..
+                    } = ev
+                    {
+                        up2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                });
-                h.apply(vec![svc]).await.unwrap();
-                tokio::time::sleep(warmup).await;
-                let stats = h.stats();
-                let (c0, s0, t0) = (cpu_time(), stats.borrow().finished, Instant::now());
-                tokio::time::sleep(window).await;
-                let (c1, s1, t1) = (cpu_time(), stats.borrow().finished, Instant::now());
-                let st = *stats.borrow();
-                let secs = (t1 - t0).as_secs_f64();
-                Figures {
-                    cpu_pct: 100.0 * (c1 - c0).as_secs_f64() / secs,
-                    per_s: (s1 - s0) as f64 / secs,
-                    rss_mib: rss_mib(),
-                    late: st.late,
-                    max_lag: st.max_start_lag,
-                    up: up.load(std::sync::atomic::Ordering::Relaxed).min(n),
-                    failed: failed.load(std::sync::atomic::Ordering::Relaxed),
+                    if let HealthEvent::Transition {
+                        transition: Transition::Down { .. },
+                        ..
+                    } = ev
+                    {
+                        failed2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
-            })
+            });
+            h.apply(vec![svc]).await.unwrap();
+            tokio::time::sleep(warmup).await;
+            let stats = h.stats();
+            let (c0, s0, t0) = (cpu_time(), stats.borrow().finished, Instant::now());
+            tokio::time::sleep(window).await;
+            let (c1, s1, t1) = (cpu_time(), stats.borrow().finished, Instant::now());
+            let st = *stats.borrow();
+            let secs = (t1 - t0).as_secs_f64();
+            Figures {
+                cpu_pct: 100.0 * ((c1.0 + c1.1) - (c0.0 + c0.1)).as_secs_f64() / secs,
+                sys_pct: 100.0 * (c1.1 - c0.1).as_secs_f64() / secs,
+                per_s: (s1 - s0) as f64 / secs,
+                rss_mib: rss_mib(),
+                late: st.late,
+                max_lag: st.max_start_lag,
+                up: up.load(std::sync::atomic::Ordering::Relaxed).min(n),
+                failed: failed.load(std::sync::atomic::Ordering::Relaxed),
+            }
         })
-        .join()
-        .unwrap()
     })
+    .unwrap()
 }
 
 #[test]
 #[ignore = "benchmark: make bench BENCH=health"]
 fn health_bench() {
-    let mut lab = Lab::new();
+    let (lab, host) = lab();
     let conf = nginx_conf(&lab);
-    lab.spawn("nginx", &["-c", conf.to_str().unwrap()]);
-    let ready = std::thread::scope(|s| {
-        s.spawn(|| {
-            lab.enter();
-            wait_listening()
-        })
-        .join()
-        .unwrap()
-    });
+    let _nginx = host.spawn(["nginx", "-c", conf.to_str().unwrap()]).unwrap();
+    let ready = host.in_netns(wait_listening).unwrap();
     assert!(ready, "nginx did not start in the lab");
 
     let tcp = CheckSpec {
@@ -283,12 +219,13 @@ fn health_bench() {
         ..CheckSpec::default()
     };
     let f = measure(
-        &lab,
+        &host,
         service("tcp10k", N_TCP, tcp),
         Duration::from_secs(3),
         Duration::from_secs(10),
     );
     println!("BENCH health_tcp_10k_cpu_pct {:.1} %", f.cpu_pct);
+    println!("BENCH health_tcp_10k_cpu_sys_pct {:.1} %", f.sys_pct);
     println!("BENCH health_tcp_10k_rss_mib {:.1} MiB", f.rss_mib);
     println!("BENCH health_tcp_10k_checks_per_s {:.0} checks/s", f.per_s);
     println!(
@@ -321,7 +258,7 @@ fn health_bench() {
         ..CheckSpec::default()
     };
     let f = measure(
-        &lab,
+        &host,
         service("http", N_HTTP, http),
         Duration::from_secs(2),
         Duration::from_secs(5),
