@@ -502,3 +502,54 @@ fn runner_rise_and_fall_counted_against_the_server_log() -> Result<()> {
     );
     Ok(())
 }
+
+fn exec(script: &str, dynamic_weight: bool) -> CheckKind {
+    CheckKind::Exec(lb_agent::health::config::ExecSpec {
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        user: None,
+        dynamic_weight,
+    })
+}
+
+// A MISC_CHECK as operators write them: curl the real server named by the
+// environment. Up (exit 0), wrong answer (curl -f exits 22 on a 404: down),
+// dynamic weight (exit 2 + weight), slow (server stopped: the whole process
+// group is killed at the timeout), down (refused: curl exits 7), recovery.
+#[test]
+fn exec_misc_check_with_curl() -> Result<()> {
+    let (lab, director, rs) = lab("health-exec")?;
+    let mut srv = http_server(&rs, &lab)?;
+    let curl = |path: &str| {
+        exec(
+            &format!("curl -sf -o /dev/null --max-time 30 http://$LB_RS_ADDRESS:$LB_RS_PORT{path}"),
+            false,
+        )
+    };
+    wait_up(&director, &curl("/"), 8000);
+    assert_eq!(
+        down(check(&director, &curl("/missing"), 8000)),
+        Failure::ExitCode { code: 22 }
+    );
+    let weighted = exec(
+        "curl -sf -o /dev/null http://$LB_RS_ADDRESS:$LB_RS_PORT/ && exit 7",
+        true,
+    );
+    assert_eq!(
+        check(&director, &weighted, 8000),
+        CheckResult::Up { weight: Some(5) }
+    );
+    srv.signal(Signal::SIGSTOP);
+    let t0 = Instant::now();
+    assert_eq!(down(check(&director, &curl("/"), 8000)), Failure::Timeout);
+    assert!(t0.elapsed() >= timeout() && t0.elapsed() < timeout() + scaled(Duration::from_secs(2)));
+    srv.signal(Signal::SIGCONT);
+    assert_eq!(check(&director, &curl("/"), 8000), CheckResult::UP);
+    srv.kill();
+    assert_eq!(
+        down(check(&director, &curl("/"), 8000)),
+        Failure::ExitCode { code: 7 }
+    );
+    let _srv = http_server(&rs, &lab)?;
+    wait_up(&director, &curl("/"), 8000);
+    Ok(())
+}

@@ -318,10 +318,11 @@ async fn checks_spread_evenly_over_the_interval() {
             buckets[ms / 100] += 1;
         }
     }
-    // Exactly 20 per window when idle; the margin absorbs a loaded machine
-    // (tests run in parallel on two cores). A burst would put 200 in one.
+    // Exactly 20 per window when idle; the wide margin absorbs a loaded
+    // machine (tests run in parallel on two cores). A burst would put all
+    // 200 in one window and leave the others empty.
     assert!(
-        buckets.iter().all(|&n| (8..=32).contains(&n)),
+        buckets.iter().all(|&n| (4..=60).contains(&n)),
         "uneven: {buckets:?}"
     );
     assert!(buckets.iter().sum::<usize>() >= 190, "{buckets:?}");

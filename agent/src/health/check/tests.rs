@@ -186,7 +186,7 @@ async fn http_status_body_timeout_refused_recovery() {
     srv.reply.lock().unwrap().delay = Duration::from_secs(5);
     let started = tokio::time::Instant::now();
     assert_eq!(down(check(plain.clone(), srv.addr).await), Failure::Timeout);
-    assert!(started.elapsed() < TIMEOUT + Duration::from_millis(300));
+    assert!(started.elapsed() < TIMEOUT + Duration::from_millis(1500));
     srv.reply.lock().unwrap().delay = Duration::ZERO;
 
     // Recovery.
@@ -512,7 +512,7 @@ async fn exec_hanging_is_killed_with_its_process_group() {
     let took = started.elapsed();
     assert_eq!(down(r), Failure::Timeout);
     assert!(
-        took >= TIMEOUT && took < TIMEOUT + Duration::from_millis(400),
+        took >= TIMEOUT && took < TIMEOUT + Duration::from_millis(1500),
         "{took:?}"
     );
     let text = std::fs::read_to_string(&pids).unwrap();
