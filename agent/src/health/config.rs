@@ -873,6 +873,32 @@ services:
         assert_eq!(d.transport, DnsTransport::Udp);
     }
 
+    // In: every example topology (one per seed). Out: every service's
+    // health settings validate, and every real server has a check target.
+    #[test]
+    fn every_example_validates() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let cfg: v1::DirectorConfig = lb_proto::yaml::from_str(&text).unwrap();
+            let services =
+                services_from_proto(&cfg).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for s in &services {
+                assert!(!s.real_servers.is_empty(), "{}: {}", path.display(), s.name);
+                for rs in &s.real_servers {
+                    assert_ne!(rs.check_target().port(), 0, "{}", rs.name);
+                }
+            }
+            n += 1;
+        }
+        assert!(n >= 5, "only {n} examples found");
+    }
+
     #[test]
     fn errors_name_service_real_server_and_field() {
         let e = service(
