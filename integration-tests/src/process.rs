@@ -105,7 +105,8 @@ impl Proc {
     pub fn kill(&mut self) -> ExitStatus {
         self.signal(Signal::SIGKILL);
         // SIGKILL cannot be caught; the wait is bounded all the same.
-        self.wait_timeout(Duration::from_secs(10)).unwrap_or_default()
+        self.wait_timeout(Duration::from_secs(10))
+            .unwrap_or_default()
     }
 
     /// Graceful stop: SIGTERM, then SIGKILL if it has not exited within
