@@ -157,7 +157,7 @@ pub enum Change {
     Link,
     /// An address was added or removed.
     Address,
-    /// Something else of the subscribed groups (netconf: rp_filter, forwarding).
+    /// Something else of the subscribed groups.
     Other,
 }
 
@@ -176,16 +176,15 @@ impl std::fmt::Debug for Watch {
 }
 
 impl Watch {
-    /// Subscribes to links, IPv4 and IPv6 addresses and IPv4/IPv6 netconf
-    /// (which reports rp_filter changes; arp_ignore and arp_announce have no
-    /// notification and are only seen by polling).
+    /// Subscribes to links and IPv4 and IPv6 addresses. Sysctls are not
+    /// announced here (arp_ignore has no notification at all, and the netconf
+    /// group's messages are not decoded by netlink-packet-route): they are only
+    /// seen by polling.
     pub fn subscribe() -> Result<Watch, NetifError> {
         let (connection, _handle, changes_rx) = rtnetlink::new_multicast_connection(&[
             MulticastGroup::Link,
             MulticastGroup::Ipv4Ifaddr,
             MulticastGroup::Ipv6Ifaddr,
-            MulticastGroup::Ipv4Netconf,
-            MulticastGroup::Ipv6Netconf,
         ])
         .map_err(NetifError::Connect)?;
         tokio::spawn(connection);

@@ -6,8 +6,8 @@
 //! ```text
 //!   interval tick ──┐        shutdown
 //!   netlink watch ──┤           │
-//!   (links, addrs,  ▼           ▼
-//!    netconf)   RealServer::run ── last pass: undo everything
+//!   (links, addrs)  ▼           ▼
+//!               RealServer::run ── last pass: undo everything
 //!                   │
 //!                   ├─ Kernel::observe ─> Reconciler::plan (pure) ─> Kernel::execute
 //!                   ├─ ledger ─> state dir, written before every change

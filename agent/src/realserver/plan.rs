@@ -510,7 +510,11 @@ fn rank(action: &Action) -> u8 {
 pub struct Reconciler {
     /// What the agent changed.
     pub ledger: Ledger,
+    /// Needs read back as met at least once since they became needed: an
+    /// unmet one of these is drift.
     verified: BTreeSet<Need>,
+    /// Drift being repaired, counted once read back as met.
+    repairing: BTreeMap<Need, Vec<IpAddr>>,
     repairs: BTreeMap<IpAddr, u64>,
 }
 
@@ -558,6 +562,9 @@ impl Reconciler {
     pub fn plan(&mut self, desired: Option<&Desired>, observed: &Observed) -> Plan {
         let needs = Self::needs(desired, observed);
         let mut plan = Plan::default();
+        // A need that goes away and comes back later starts afresh.
+        self.verified.retain(|n| needs.contains_key(n));
+        self.repairing.retain(|n, _| needs.contains_key(n));
 
         for (need, vips) in &needs {
             if unmet(need, observed).is_none() {
@@ -566,10 +573,8 @@ impl Reconciler {
             let Some(action) = fix(need, observed) else {
                 continue;
             };
-            if self.verified.remove(need) {
-                for vip in vips {
-                    *self.repairs.entry(*vip).or_default() += 1;
-                }
+            if self.verified.contains(need) && !self.repairing.contains_key(need) {
+                self.repairing.insert(need.clone(), vips.clone());
                 plan.drift.push(Drift {
                     need: need.clone(),
                     action: action.clone(),
@@ -649,10 +654,21 @@ impl Reconciler {
     }
 
     /// Readiness of every VIP from a fresh read of the kernel; what is met
-    /// now counts as verified, so a later difference is reported as drift.
+    /// now counts as verified, so a later difference is reported as drift,
+    /// and drift being repaired that is met now counts as a repair.
     pub fn status(&mut self, desired: &Desired, observed: &Observed) -> Vec<VipStatus> {
         let interfaces = arp_interfaces(desired, observed);
-        self.verified.clear();
+        let repaired: Vec<Need> = self
+            .repairing
+            .keys()
+            .filter(|n| unmet(n, observed).is_none())
+            .cloned()
+            .collect();
+        for need in repaired {
+            for vip in self.repairing.remove(&need).unwrap_or_default() {
+                *self.repairs.entry(vip).or_default() += 1;
+            }
+        }
         desired
             .vips
             .iter()
@@ -968,7 +984,6 @@ mod tests {
             "{}",
             status[0].reason
         );
-        // `status` of a clone does not forget what the real one verified.
         let (actions, drift) = w.converge(&mut r, Some(&d));
         assert_eq!(actions.len(), 2);
         let objects: Vec<String> = drift.iter().map(|d| d.need.to_string()).collect();
@@ -985,6 +1000,29 @@ mod tests {
         // The original is still the one from before the agent, not the
         // value the hand reset left.
         assert_eq!(r.ledger.sysctls[&key("all", ARP_ANNOUNCE)], "0");
+    }
+
+    #[test]
+    fn drift_between_a_repair_and_the_next_read_back_is_still_drift() {
+        // In: a verified VIP; the VIP deleted, repaired, and before the
+        // status read a sysctl reset. Out: the sysctl's repair is drift too
+        // (it was verified once), and both repairs are counted once each.
+        let d = desired("vips: [{address: 192.0.2.10}]");
+        let mut w = World::new("0", "1");
+        let mut r = Reconciler::default();
+        w.converge(&mut r, Some(&d));
+        w.status(&mut r, &d);
+        w.addresses
+            .remove(&("lo".into(), "192.0.2.10".parse().unwrap(), 32));
+        let (_, drift) = w.converge(&mut r, Some(&d));
+        assert_eq!(drift.len(), 1);
+        w.sysctls.insert(key("lo", ARP_IGNORE), "0".into());
+        assert!(!w.status(&mut r, &d)[0].ready);
+        let (_, drift) = w.converge(&mut r, Some(&d));
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        let s = &w.status(&mut r, &d)[0];
+        assert!(s.ready);
+        assert_eq!(s.repairs, 2);
     }
 
     #[test]
