@@ -3,7 +3,9 @@
 //! waiting for the next poll.
 
 use futures::{StreamExt, TryStreamExt};
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use rtnetlink::{LinkUnspec, MulticastGroup};
 
 use super::rtnl::{NetifError, Outcome, Rtnl, errno};
@@ -135,9 +137,22 @@ impl Rtnl {
     /// Creates an interface of `kind` called `name` with no further
     /// attributes (`ip link add NAME type KIND`); EEXIST means it is there.
     pub async fn add_link(&self, name: &str, kind: InfoKind) -> Result<Outcome, NetifError> {
-        let message = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(kind)
-            .name(name.to_string())
-            .build();
+        self.add_link_with(name, kind, None).await
+    }
+
+    /// As [`Rtnl::add_link`], with the kind's attributes (`IFLA_INFO_DATA`).
+    pub async fn add_link_with(
+        &self,
+        name: &str,
+        kind: InfoKind,
+        data: Option<InfoData>,
+    ) -> Result<Outcome, NetifError> {
+        let mut builder = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(kind)
+            .name(name.to_string());
+        if let Some(data) = data {
+            builder = builder.set_info_data(data);
+        }
+        let message = builder.build();
         match self.handle.link().add(message).execute().await {
             Ok(()) => Ok(Outcome::Changed),
             Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(Outcome::AlreadyThere),

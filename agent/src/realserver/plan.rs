@@ -23,7 +23,7 @@
 //!   up with `ipv6_get_ifaddr(.., dev, strict=1)`), so a VIP on `lo` is never
 //!   advertised on `eth0`. The netns test `realserver_dr_ipv6_vip_not_advertised`
 //!   shows it on a real kernel.
-//! - TUN: the decapsulating device present and up, the VIP on it, the ARP
+//! - TUN: the decapsulating device (see `netif::tunnel`) present and up, the VIP on it, the ARP
 //!   sysctls as for DR (IPv4: the VIP is a local address, which `eth0` would
 //!   otherwise answer ARP for), and `rp_filter=0` on the device and on `all`
 //!   (IPv4): a decapsulated packet comes in on the tunnel with the client's

@@ -1,7 +1,7 @@
-//! LVS-TUN end to end on a kernel with IPVS and IPIP: a client, a director
-//! whose IPVS (set up with ipvsadm) tunnels to two real servers, and real
-//! servers configured only by `lb-agent realserver`. Also the tunnel's drift
-//! repair and the undo.
+//! LVS-TUN (IPv4 and IPv6) and LVS-DR end to end on a kernel with IPVS and IP
+//! tunnels: a client, a director whose IPVS (set up with ipvsadm) forwards to
+//! two real servers, and real servers configured only by
+//! `lb-agent realserver`. Also the tunnel's drift repair and the undo.
 //!
 //! The real servers start with strict reverse-path filtering (`rp_filter=1`,
 //! as several distributions ship), so HTTP through the VIP only works once the
@@ -274,4 +274,96 @@ fn tun_created_tunnel_deleted_by_hand_comes_back() -> Result<()> {
         "tunl0 left behind"
     );
     Ok(())
+}
+
+/// One LVS path: client, director with the VIP and an ipvsadm service in
+/// `method` (-g, -i) to two real servers serving HTTP, and the real servers'
+/// agents holding the VIP with `forwarding`. HTTP through the VIP fails
+/// before the agents run and reaches both real servers after; SIGTERM leaves
+/// no VIP behind.
+fn lvs_through_agents(name: &str, vip: &str, method: &str, forwarding: &str) -> Result<()> {
+    lb_lab::kernel::require_ipvs();
+    modprobe("ip_vs_rr")?;
+    let v6 = vip.contains(':');
+    let lab = Lab::new(name)?;
+    let addrs = |last: u8| [format!("10.0.0.{last}/24"), format!("fd00::{last}/64")];
+    let host = |name: &str, last: u8| {
+        let a = addrs(last);
+        lab.host(name, &[a[0].as_str(), a[1].as_str()])
+    };
+    let client = host("client", 1)?;
+    let director = host("dir", 2)?;
+    let rs1 = host("rs1", 11)?;
+    let rs2 = host("rs2", 12)?;
+    let plen = if v6 { 128 } else { 32 };
+    director.add_addr("eth0", &format!("{vip}/{plen}"))?;
+    let service = if v6 {
+        format!("[{vip}]:80")
+    } else {
+        format!("{vip}:80")
+    };
+    director.run_ok(["ipvsadm", "-A", "-t", &service, "-s", "rr"])?;
+    for last in [11, 12] {
+        let rip = if v6 {
+            format!("[fd00::{last}]:80")
+        } else {
+            format!("10.0.0.{last}:80")
+        };
+        director.run_ok([
+            "ipvsadm", "-a", "-t", &service, "-r", &rip, method, "-w", "1",
+        ])?;
+    }
+    let _www1 = rs1.http_server(80)?;
+    let _www2 = rs2.http_server(80)?;
+    let url = http_url(vip.parse()?, 80);
+    let failed = client.http_get_timeout(&url, scaled(Duration::from_secs(2)));
+    ensure!(
+        failed.is_err(),
+        "HTTP through {vip} worked without the agents: {failed:?}"
+    );
+
+    let vips = format!("[{{address: '{vip}', forwarding: {forwarding}}}]");
+    let mut a1 = start_agent(&rs1, &vips)?;
+    let mut a2 = start_agent(&rs2, &vips)?;
+    wait_ready(&rs1, &mut a1)?;
+    wait_ready(&rs2, &mut a2)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let body = client.http_get(&url)?;
+        seen.insert(body.trim().to_string());
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    ensure!(
+        seen == ["rs1".to_string(), "rs2".to_string()].into(),
+        "HTTP through {vip} reached {seen:?}"
+    );
+    eprintln!("{}", director.run_ok(["ipvsadm", "-Ln", "--stats"])?);
+    for (rs, agent) in [(&rs1, &mut a1), (&rs2, &mut a2)] {
+        let status = agent.terminate(scaled(Duration::from_secs(10)));
+        ensure!(status.success(), "{status}: {}", agent.log());
+        let left = rs.ip(["-o", "addr", "show"])?;
+        ensure!(
+            !left
+                .split_whitespace()
+                .any(|w| w == format!("{vip}/{plen}")),
+            "{vip} left on {}: {left}",
+            rs.name()
+        );
+    }
+    Ok(())
+}
+
+/// LVS-DR with real traffic: the agents put the VIP on lo with ARP hidden.
+#[test]
+fn dr_http_through_the_vip_reaches_both_real_servers() -> Result<()> {
+    lvs_through_agents("rs-dr", VIP, "-g", "dr")
+}
+
+/// LVS-TUN over IPv6: the agents create an any-to-any ip6tnl device that
+/// accepts the director's VIP as outer source, and put the VIP on it.
+#[test]
+fn tun_ipv6_http_through_the_vip_reaches_both_real_servers() -> Result<()> {
+    lvs_through_agents("rs-tun6", "fd00::100", "-i", "tun")
 }
