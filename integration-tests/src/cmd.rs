@@ -119,6 +119,23 @@ impl Cmd {
         self
     }
 
+    /// Appends one argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
+        self.argv.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    /// Appends arguments (handy to mix paths and strings).
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.argv
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
     /// Sets an environment variable for the command.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Cmd {
         self.envs.push((key.as_ref().into(), value.as_ref().into()));

@@ -72,7 +72,8 @@ struct LabState {
     netns: Vec<String>,
     segments: Vec<String>,
     hosts: Vec<String>,
-    ports: u32,
+    /// Switch-side veth ends: (host, interface) -> port.
+    ports: Vec<(String, String, String)>,
 }
 
 impl std::fmt::Debug for Lab {
@@ -244,9 +245,22 @@ impl Lab {
                     why: format!("unknown (known: {})", state.segments.join(", ")),
                 });
             }
-            state.ports += 1;
-            let mut port = format!("p{}-{}", state.ports, host.name());
+            if state
+                .ports
+                .iter()
+                .any(|(h, i, _)| h == host.name() && i == ifname)
+            {
+                return Err(LabError::Invalid {
+                    what: "interface",
+                    value: ifname.into(),
+                    why: format!("host {} is already plugged in with it", host.name()),
+                });
+            }
+            let mut port = format!("p{}-{}", state.ports.len(), host.name());
             port.truncate(IFNAMSIZ);
+            state
+                .ports
+                .push((host.name().to_string(), ifname.to_string(), port.clone()));
             port
         };
         let sw = &self.inner.switch;
@@ -271,6 +285,29 @@ impl Lab {
             host.add_addr(ifname, addr)?;
         }
         Ok(())
+    }
+
+    /// Plugs the cable of `host`'s `ifname` out of the switch (`false`) or
+    /// back in (`true`): the switch-side port goes down or up, so the host
+    /// sees its carrier go (NO-CARRIER) while its interface stays
+    /// administratively up, like a pulled cable.
+    pub fn set_cable(&self, host: &Host, ifname: &str, connected: bool) -> Result<()> {
+        let port = self
+            .state()
+            .ports
+            .iter()
+            .find(|(h, i, _)| h == host.name() && i == ifname)
+            .map(|(_, _, p)| p.clone())
+            .ok_or_else(|| LabError::Invalid {
+                what: "interface",
+                value: ifname.into(),
+                why: format!("host {} has no such interface on the switch", host.name()),
+            })?;
+        ip(
+            &self.inner.switch,
+            ["link", "set", &port, if connected { "up" } else { "down" }],
+        )
+        .map(drop)
     }
 
     fn add_netns(&self, netns: &str) -> Result<()> {
@@ -478,6 +515,40 @@ impl Host {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(i, a, p)| !(i == ifname && *a == addr && *p == prefix));
         Ok(())
+    }
+
+    /// Whether any interface of the host carries `addr` now (as the kernel
+    /// sees it, e.g. a VIP that a VRRP master added).
+    pub fn has_addr(&self, addr: &str) -> Result<bool> {
+        let want: IpAddr = addr.parse().map_err(|_| LabError::Invalid {
+            what: "address",
+            value: addr.into(),
+            why: "not an IP address".into(),
+        })?;
+        // `ip -o addr`: "2: eth0    inet 10.0.0.1/24 brd ... scope global eth0 ..."
+        let out = self.ip(["-o", "addr", "show"])?;
+        Ok(out.lines().any(|line| {
+            line.split_whitespace()
+                .nth(3)
+                .and_then(|cidr| cidr.split('/').next())
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                == Some(want)
+        }))
+    }
+
+    /// The MAC address of an interface of the host.
+    pub fn mac(&self, ifname: &str) -> Result<String> {
+        let out = self.ip(["-o", "link", "show", "dev", ifname])?;
+        let mut words = out.split_whitespace();
+        words.find(|w| w.starts_with("link/"));
+        words
+            .next()
+            .map(str::to_string)
+            .ok_or_else(|| LabError::Invalid {
+                what: "interface",
+                value: ifname.into(),
+                why: format!("no link-layer address in `{}`", out.trim()),
+            })
     }
 
     /// Sets an interface up or down (a "link down on the master" test).

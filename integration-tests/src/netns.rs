@@ -5,6 +5,11 @@
 //! with the closure: the test's own threads never change namespace. Sockets
 //! opened by the closure stay in that namespace after the thread ends, so a
 //! test can open a socket "in a host" and use it from anywhere.
+//!
+//! Threads started by the closure inherit the namespace and keep it after
+//! the closure returns. So a multi-thread tokio runtime built inside
+//! `in_netns` has its workers in the namespace: tasks given to
+//! `Runtime::spawn` run there (while `block_on` runs on the caller's thread).
 
 use std::fs::File;
 use std::path::PathBuf;

@@ -12,9 +12,17 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use lb_lab::{Lab, LabError, http_url, scaled, wait_for};
 
+/// One ping, waiting up to 3 s (scaled) for the answer.
 fn ping(from: &lb_lab::Host, to: &str) -> lb_lab::Result<lb_lab::Output> {
     let wait = scaled(Duration::from_secs(3)).as_secs().max(1).to_string();
     from.run(["ping", "-n", "-c", "1", "-W", &wait, to])
+}
+
+/// Whether one ping, waiting 1 s, gets no answer (for paths that must be cut).
+fn ping_fails(from: &lb_lab::Host, to: &str) -> lb_lab::Result<bool> {
+    Ok(!from
+        .run(["ping", "-n", "-c", "1", "-W", "1", to])?
+        .success())
 }
 
 fn netns_exists(name: &str) -> bool {
@@ -45,11 +53,9 @@ fn hosts_ping_each_other_over_ipv4_and_ipv6() -> Result<()> {
         ping(from, to)?.ok()?;
     }
     // An address nobody has does not answer: the check above can fail.
-    let out = ping(&a, "10.0.0.3")?;
     assert!(
-        !out.success(),
-        "ping to an absent host succeeded: {}",
-        out.stdout
+        ping_fails(&a, "10.0.0.3")?,
+        "ping to an absent host succeeded"
     );
     Ok(())
 }
@@ -103,6 +109,36 @@ fn sockets_opened_in_netns_carry_traffic() -> Result<()> {
 }
 
 #[test]
+fn threads_started_in_netns_stay_there() -> Result<()> {
+    let lab = Lab::new("threads")?;
+    let a = lab.host("a", &["10.0.9.1/24"])?;
+    let worker = a.in_netns(|| std::thread::spawn(|| TcpListener::bind("10.0.9.1:0").map(drop)))?;
+    worker.join().expect("worker thread")?;
+    Ok(())
+}
+
+#[test]
+fn pulled_cable_drops_carrier() -> Result<()> {
+    let lab = Lab::new("cable")?;
+    let a = lab.host("a", &["10.0.10.1/24"])?;
+    let b = lab.host("b", &["10.0.10.2/24"])?;
+    lab.set_cable(&b, "eth0", false)?;
+    let link = b.ip(["link", "show", "eth0"])?;
+    assert!(
+        link.contains("NO-CARRIER") && link.contains(",UP"),
+        "{link}"
+    );
+    assert!(ping_fails(&a, "10.0.10.2")?, "ping crossed a pulled cable");
+    lab.set_cable(&b, "eth0", true)?;
+    wait_for(
+        || ping(&a, "10.0.10.2").is_ok_and(|o| o.success()),
+        scaled(Duration::from_secs(10)),
+    )?;
+    assert!(lab.set_cable(&b, "eth9", false).is_err());
+    Ok(())
+}
+
+#[test]
 fn sysctls_are_per_host_and_links_go_down() -> Result<()> {
     let lab = Lab::new("sysctl")?;
     let a = lab.host("a", &["10.0.3.1/24"])?;
@@ -114,7 +150,7 @@ fn sysctls_are_per_host_and_links_go_down() -> Result<()> {
 
     b.link_down("eth0")?;
     assert!(
-        !ping(&a, "10.0.3.2")?.success(),
+        ping_fails(&a, "10.0.3.2")?,
         "ping went through a link that is down"
     );
     b.link_up("eth0")?;
@@ -129,7 +165,12 @@ fn sysctls_are_per_host_and_links_go_down() -> Result<()> {
         b.ip(["-4", "addr", "show", "dev", "lo"])?
             .contains("10.0.3.100/32")
     );
+    assert!(b.has_addr("10.0.3.100")? && !a.has_addr("10.0.3.100")?);
+    assert!(b.has_addr("10.0.3.2")? && !b.has_addr("10.0.3.22")?);
     b.del_addr("lo", "10.0.3.100/32")?;
+    assert!(!b.has_addr("10.0.3.100")?);
+    let mac = b.mac("eth0")?;
+    assert!(mac.len() == 17 && mac != a.mac("eth0")?, "{mac}");
     assert!(
         !b.ip(["-4", "addr", "show", "dev", "lo"])?
             .contains("10.0.3.100")
@@ -150,7 +191,7 @@ fn second_segment_is_separate() -> Result<()> {
     ping(&outside, "10.0.5.1")?.ok()?;
     // Same subnet number on the other segment would not help: "inside" has no
     // route to 10.0.5.0/24, and the segments share no wire.
-    assert!(!ping(&inside, "10.0.5.2")?.success());
+    assert!(ping_fails(&inside, "10.0.5.2")?);
     Ok(())
 }
 
