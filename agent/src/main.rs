@@ -101,18 +101,23 @@ fn realserver(config: &std::path::Path, check: bool) -> anyhow::Result<()> {
             println!("preflight passed");
             return Ok(());
         }
+        // Handlers first: a SIGTERM from now on leads to the undo.
+        let shutdown = shutdown_signal()?;
         let agent = RealServer::new(desired)?;
-        agent.run(shutdown_signal()).await?;
+        agent.run(shutdown).await?;
         Ok(())
     })
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future completes on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+    })
 }

@@ -5,10 +5,11 @@
 //! mean the kernel is already as asked and are reported as
 //! [`Outcome::AlreadyThere`].
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use rtnetlink::AddressMessageBuilder;
 
 use super::rtnl::{NetifError, Outcome, Rtnl, errno};
 
@@ -164,9 +165,16 @@ impl Rtnl {
             label: None,
             nodad: false,
         };
-        // Build the same message an add would, and send it as a delete.
-        let mut request = self.handle.address().add(link.index, address, prefix_len);
-        let message = request.message_mut().clone();
+        let message = match address {
+            IpAddr::V4(a) => AddressMessageBuilder::<Ipv4Addr>::new()
+                .index(link.index)
+                .address(a, prefix_len)
+                .build(),
+            IpAddr::V6(a) => AddressMessageBuilder::<Ipv6Addr>::new()
+                .index(link.index)
+                .address(a, prefix_len)
+                .build(),
+        };
         match self.handle.address().del(message).execute().await {
             Ok(()) => Ok(Outcome::Changed),
             Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL) | Some(libc::ENODEV)) => {

@@ -21,8 +21,8 @@
 //!   answers a neighbour solicitation only for a target address of the
 //!   interface the solicitation arrived on (`ndisc_recv_ns` looks the target
 //!   up with `ipv6_get_ifaddr(.., dev, strict=1)`), so a VIP on `lo` is never
-//!   advertised on `eth0`. The netns test `realserver_dr_ipv6_vip_not_advertised`
-//!   shows it on a real kernel.
+//!   advertised on `eth0`. The netns test `dr_ipv6_vip_not_advertised`
+//!   (integration-tests, `realserver.rs`) shows it on a real kernel.
 //! - TUN: the decapsulating device (see `netif::tunnel`) present and up, the VIP on it, the ARP
 //!   sysctls as for DR (IPv4: the VIP is a local address, which `eth0` would
 //!   otherwise answer ARP for), and `rp_filter=0` on the device and on `all`
