@@ -344,8 +344,9 @@ fn drift_is_repaired_within_the_reconcile_period_and_reported() -> Result<()> {
     let mut agent = start_agent(&rs, &config(&rs, &vips, "1s")?)?;
     wait_ready(&rs, &mut agent, VIP4)?;
     let (_, repairs0) = vip_status(&rs, VIP4).context("no status")?;
-    // One period of slack for process scheduling.
-    let deadline = scaled(interval * 2);
+    // The period plus two of slack for process scheduling on a loaded machine;
+    // the measured times are printed.
+    let deadline = scaled(interval * 3);
 
     // The VIP deleted by hand.
     rs.del_addr("lo", &format!("{VIP4}/32"))?;
