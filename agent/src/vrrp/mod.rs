@@ -1,1 +1,3 @@
 //! VRRP v2/v3: codec, state machine, driver.
+
+pub mod packet;
