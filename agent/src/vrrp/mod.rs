@@ -1,3 +1,4 @@
 //! VRRP v2/v3: codec, state machine, driver.
 
+pub mod fsm;
 pub mod packet;
