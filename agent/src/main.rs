@@ -45,17 +45,29 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log_format);
     match cli.role {
-        Role::Director { config, check, .. } => {
+        Role::Director {
+            config,
+            check,
+            node,
+        } => {
             let cfg = lb_agent::config::load_director(&config)?;
             tracing::info!(
                 groups = cfg.director_groups.len(),
                 services = cfg.services.len(),
                 "configuration read"
             );
+            let node = node.unwrap_or_else(|| cfg.node.clone());
+            anyhow::ensure!(
+                !node.is_empty(),
+                "{}: no node name: set `node` in the file or pass --node",
+                config.display()
+            );
+            let planned = lb_agent::vrrp::config::plan(&cfg, &node)?;
             if check {
                 return Ok(());
             }
-            anyhow::bail!("the director role does not run yet: only --check is available")
+            // For now the director runs VRRP only; IPVS and checks join later.
+            tokio::runtime::Runtime::new()?.block_on(run_vrrp(planned))
         }
         Role::Realserver { config, check } => {
             let cfg = lb_agent::config::load_realserver(&config)
@@ -67,6 +79,33 @@ fn main() -> anyhow::Result<()> {
             anyhow::bail!("the realserver role does not run yet: only --check is available")
         }
     }
+}
+
+/// Runs the VRRP instances until SIGTERM or SIGINT, then stops them cleanly
+/// (priority 0, VIPs removed).
+async fn run_vrrp(planned: Vec<lb_agent::vrrp::config::Planned>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stopping");
+        let _ = shutdown_tx.send(true);
+    });
+    let (events_tx, _) = tokio::sync::broadcast::channel(256);
+    lb_agent::vrrp::run(
+        planned,
+        std::sync::Arc::new(lb_agent::vrrp::vips::IpCommand),
+        &Default::default(),
+        events_tx,
+        shutdown_rx,
+    )
+    .await?;
+    Ok(())
 }
 
 fn init_tracing(format: &str) {

@@ -1,1 +1,2 @@
 //! Network interfaces: addresses, sysctls, tunnels, gratuitous ARP.
+pub mod garp;

@@ -453,6 +453,38 @@ impl Ipv4Header {
     }
 }
 
+/// Builds the 20-byte IPv4 header of an advertisement for a socket with
+/// `IP_HDRINCL`: TTL 255, DSCP CS6 (internetwork control, as keepalived
+/// sends), protocol 112. The identification and header checksum are left
+/// zero for the kernel to fill in.
+pub fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, payload_len: usize) -> [u8; 20] {
+    let total = ((20 + payload_len).min(usize::from(u16::MAX)) as u16).to_be_bytes();
+    let s = src.octets();
+    let d = dst.octets();
+    [
+        0x45,
+        0xc0,
+        total[0],
+        total[1],
+        0,
+        0,
+        0,
+        0,
+        TTL,
+        IPPROTO_VRRP,
+        0,
+        0,
+        s[0],
+        s[1],
+        s[2],
+        s[3],
+        d[0],
+        d[1],
+        d[2],
+        d[3],
+    ]
+}
+
 /// What the local instance expects of the advertisements it accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expect {
@@ -476,6 +508,9 @@ pub enum DropReason {
     /// The message did not decode.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// The IP header did not parse, or IPv6 ancillary data was missing.
+    #[error("IP header unusable")]
+    BadIpHeader,
     /// TTL or hop limit not 255 (RFC 5798 section 7.1): sent from off-link.
     #[error("TTL/hop limit {ttl}, must be 255")]
     BadTtl {
@@ -542,6 +577,7 @@ impl DropReason {
             DropReason::Decode(DecodeError::AddressCountMismatch { .. }) => "address_count",
             DropReason::Decode(DecodeError::BadChecksum { .. }) => "checksum",
             DropReason::Decode(DecodeError::MixedFamilies { .. }) => "mixed_families",
+            DropReason::BadIpHeader => "ip_header",
             DropReason::BadTtl { .. } => "ttl",
             DropReason::VersionMismatch { .. } => "version_mismatch",
             DropReason::UnknownVrid { .. } => "vrid",
@@ -876,6 +912,11 @@ mod tests {
             0x00, 0x01, 0xe0, 0x00, 0x00, 0x12,
         ];
         pkt.extend_from_slice(&KEEPALIVED_V3_V4);
+        let mut ours = ipv4_header(Ipv4Addr::new(10, 9, 0, 1), MULTICAST_V4, 12);
+        // keepalived's id and checksum, which the kernel fills in for us.
+        ours[4..6].copy_from_slice(&pkt[4..6]);
+        ours[10..12].copy_from_slice(&pkt[10..12]);
+        assert_eq!(&ours[..], &pkt[..20]);
         let (hdr, payload) = Ipv4Header::parse(&pkt).unwrap();
         assert_eq!(hdr.ttl, 255);
         assert_eq!(hdr.protocol, IPPROTO_VRRP);
