@@ -597,14 +597,16 @@ pub fn validate(adv: &Advertisement, ttl: u8, expect: &Expect) -> Result<(), Dro
     if ttl != TTL {
         return Err(DropReason::BadTtl { ttl });
     }
+    // VRID first: adverts of the other routers on the segment are normal
+    // and are counted as such, whatever their version.
+    if adv.vrid != expect.vrid {
+        return Err(DropReason::UnknownVrid { vrid: adv.vrid });
+    }
     if adv.version != expect.version {
         return Err(DropReason::VersionMismatch {
             version: adv.version.number(),
             expected: expect.version.number(),
         });
-    }
-    if adv.vrid != expect.vrid {
-        return Err(DropReason::UnknownVrid { vrid: adv.vrid });
     }
     if adv.version == Version::V2 {
         let expected = expect.auth.auth_type();

@@ -110,7 +110,7 @@ impl IpCommand {
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
         // Idempotence: EEXIST on add, EADDRNOTAVAIL on delete.
-        if (op == "add" && stderr.contains("File exists"))
+        if (op == "add" && (stderr.contains("File exists") || stderr.contains("already assigned")))
             || (op == "remove" && stderr.contains("Cannot assign requested address"))
         {
             return Ok(());
