@@ -367,8 +367,15 @@ impl Vrrp {
                         "equal priority advert from higher address"
                     };
                     self.transition(State::Backup, reason, out);
+                } else {
+                    // A lower-priority master: two masters, after a
+                    // partition healed. Answer at once so that it yields
+                    // now, and announce the VIPs again: hosts may have
+                    // learnt the other master's MAC meanwhile (keepalived
+                    // does the same, garp_lower_prio_repeat).
+                    out.push(Action::SendAdvert { priority: ours });
+                    out.push(Action::SendGarp);
                 }
-                // Otherwise discard.
             }
             State::Initialize | State::Fault => {}
         }
