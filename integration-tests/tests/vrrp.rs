@@ -1,0 +1,439 @@
+//! VRRP in a netns lab: `lb-agent director` processes (and keepalived) on a
+//! lab bridge elect a master, hand the VIP over on kill -9, SIGTERM, link
+//! down, a failing tracked script and a healed partition; the packets on
+//! the wire are checked from a capture on the bridge.
+//!
+//! Needs root (network namespaces) and tcpdump; the interop tests need
+//! keepalived (Debian package) and are skipped with a message without it.
+//! Traffic stays inside the lab's namespaces.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use lb_agent::vrrp::packet::Advertisement;
+use lb_lab::{Host, Lab, Proc, bin_path, scaled, wait_for};
+
+/// One director: its host and its running agent.
+struct Director {
+    host: Host,
+    name: String,
+    config: PathBuf,
+    agent: Option<Proc>,
+}
+
+impl Director {
+    fn start(&mut self) -> Result<()> {
+        let bin = bin_path("lb-agent");
+        let proc = self.host.spawn([
+            bin.to_str().context("binary path")?,
+            "director",
+            "--config",
+            self.config.to_str().context("config path")?,
+            "--node",
+            &self.name,
+        ])?;
+        self.agent = Some(proc);
+        Ok(())
+    }
+
+    fn agent(&mut self) -> &mut Proc {
+        self.agent.as_mut().expect("agent started")
+    }
+
+    fn has(&self, vip: &str) -> bool {
+        self.host
+            .ip(["-br", "addr", "show", "dev", "eth0"])
+            .map(|out| out.split_whitespace().any(|w| w.split('/').next() == Some(vip)))
+            .unwrap_or(false)
+    }
+
+    fn log(&self) -> String {
+        self.agent.as_ref().map(|p| p.log()).unwrap_or_default()
+    }
+}
+
+/// A lab of `n` directors on one segment, addresses 10.31.0.<i>/24 and
+/// fd00:31::<i>/64, all given `groups` (YAML of directorGroups) as config.
+fn directors(lab: &Lab, names: &[&str], groups: &str) -> Result<Vec<Director>> {
+    let nodes: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                "  - {{name: {n}, role: director, address: 10.31.0.{}}}\n",
+                i + 1
+            )
+        })
+        .collect();
+    let config = lab.dir().join("director.yaml");
+    std::fs::write(&config, format!("nodes:\n{nodes}directorGroups:\n{groups}"))?;
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let host = lab.host(
+                n,
+                &[
+                    &format!("10.31.0.{}/24", i + 1),
+                    &format!("fd00:31::{}/64", i + 1),
+                ],
+            )?;
+            Ok(Director {
+                host,
+                name: n.to_string(),
+                config: config.clone(),
+                agent: None,
+            })
+        })
+        .collect()
+}
+
+const VIP: &str = "10.31.0.100";
+
+fn group(interval: &str, priorities: &str, extra: &str) -> String {
+    format!(
+        r#"  - name: g
+    interface: eth0
+    vrrp:
+      version: 3
+      advertInterval: {interval}
+      garp: {{delay: 0s, repeat: 3}}
+      scripts:
+        - {{name: gw, command: [ping, -c1, -W1, 10.31.0.254], interval: 100ms, fall: 2, rise: 2, weight: -150}}
+      instances:
+        - name: VI_1
+          vrid: 31
+          vips: [{VIP}/24]
+          priorities: {{{priorities}}}
+{extra}"#
+    )
+}
+
+/// Waits until exactly `master` holds the VIP among `all`, and returns how long it took.
+fn wait_single_master(all: &[Director], master: usize, timeout: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    let res = wait_for(
+        || {
+            all.iter()
+                .enumerate()
+                .all(|(i, d)| d.has(VIP) == (i == master))
+        },
+        scaled(timeout),
+    );
+    if res.is_err() {
+        let state: Vec<String> = all
+            .iter()
+            .map(|d| format!("{} has VIP: {}\n{}", d.name, d.has(VIP), tail(&d.log())))
+            .collect();
+        bail!(
+            "{} did not become the only master within {timeout:?}:\n{}",
+            all[master].name,
+            state.join("\n")
+        );
+    }
+    Ok(start.elapsed())
+}
+
+/// Asserts the VIP stays where it is for `period`.
+fn stays(all: &[Director], master: usize, period: Duration) -> Result<()> {
+    let end = Instant::now() + period;
+    while Instant::now() < end {
+        for (i, d) in all.iter().enumerate() {
+            ensure!(
+                d.has(VIP) == (i == master),
+                "{} VIP holding changed (expected only {}):\n{}",
+                d.name,
+                all[master].name,
+                tail(&d.log())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+// In: two agents, priorities 200 and 100, 100 ms adverts. Out: the 200 one
+// is the only master; after kill -9 the other holds the VIP within the
+// master down interval (plus slack for polling); restarted, the first one
+// adopts its leftover VIP and preempts back without a double master.
+#[test]
+fn election_kill9_and_preempt_back() -> Result<()> {
+    let lab = Lab::new("vrrp-kill")?;
+    let mut d = directors(&lab, &["d1", "d2"], &group("100ms", "d1: 200, d2: 100", ""))?;
+    d[0].start()?;
+    d[1].start()?;
+    wait_single_master(&d, 0, Duration::from_secs(5))?;
+    stays(&d, 0, Duration::from_millis(500))?;
+
+    d[0].agent().kill();
+    let took = wait_single_master(&d, 1, Duration::from_secs(3));
+    // d1's VIP stays behind after SIGKILL: only d2 must be checked.
+    let start = Instant::now();
+    wait_for(|| d[1].has(VIP), scaled(Duration::from_secs(3)))?;
+    eprintln!("takeover after kill -9 observed within {:?}", start.elapsed());
+    drop(took);
+    // Master down interval at 100 ms, priority 100: 300 ms + 60.9 ms.
+    d[0].start()?;
+    wait_single_master(&d, 0, Duration::from_secs(3))?;
+    stays(&d, 0, Duration::from_millis(500))?;
+    Ok(())
+}
+
+// In: d1 (200) with preempt off starts after d2 (100) is master.
+// Out: d2 stays master; once d2 is stopped, d1 takes over.
+#[test]
+fn no_preempt_keeps_the_master() -> Result<()> {
+    let lab = Lab::new("vrrp-nopre")?;
+    let extra = "          preempt: false\n";
+    let mut d = directors(&lab, &["d1", "d2"], &group("100ms", "d1: 200, d2: 100", extra))?;
+    d[1].start()?;
+    wait_single_master(&d, 1, Duration::from_secs(3))?;
+    d[0].start()?;
+    stays(&d, 1, Duration::from_secs(1))?;
+    d[1].agent().terminate(Duration::from_secs(5));
+    wait_single_master(&d, 0, Duration::from_secs(2))?;
+    Ok(())
+}
+
+// In: SIGTERM to the master. Out: it removes the VIP and sends priority 0;
+// the backup takes over after its skew time (at 1 s adverts: 0.61 s), far
+// sooner than the 3.6 s master down interval.
+#[test]
+fn sigterm_hands_over_within_skew_time() -> Result<()> {
+    let lab = Lab::new("vrrp-term")?;
+    let mut d = directors(&lab, &["d1", "d2"], &group("1s", "d1: 200, d2: 100", ""))?;
+    d[0].start()?;
+    d[1].start()?;
+    wait_single_master(&d, 0, Duration::from_secs(6))?;
+    let start = Instant::now();
+    let status = d[0].agent().terminate(Duration::from_secs(5));
+    ensure!(status.success(), "agent exited with {status:?} on SIGTERM");
+    ensure!(!d[0].has(VIP), "VIP left behind after SIGTERM");
+    wait_for(|| d[1].has(VIP), scaled(Duration::from_secs(3)))?;
+    let took = start.elapsed();
+    eprintln!("handover after SIGTERM: {took:?}");
+    ensure!(
+        took < scaled(Duration::from_millis(609 + 400)),
+        "handover took {took:?}, more than skew time (609 ms) plus slack"
+    );
+    Ok(())
+}
+
+// In: the master's interface goes down, then up again. Out: it drops to
+// FAULT (VIP removed) and the backup takes over; when the link returns it
+// preempts back.
+#[test]
+fn link_down_on_the_master() -> Result<()> {
+    let lab = Lab::new("vrrp-link")?;
+    let mut d = directors(&lab, &["d1", "d2"], &group("100ms", "d1: 200, d2: 100", ""))?;
+    d[0].start()?;
+    d[1].start()?;
+    wait_single_master(&d, 0, Duration::from_secs(3))?;
+    d[0].host.link_down("eth0")?;
+    wait_single_master(&d, 1, Duration::from_secs(3))?;
+    ensure!(d[0].log().contains("FAULT"), "no FAULT in d1's log");
+    d[0].host.link_up("eth0")?;
+    wait_single_master(&d, 0, Duration::from_secs(3))?;
+    Ok(())
+}
+
+// In: three agents (200, 150, 100); the gateway that d1's tracked script
+// pings (weight -150) disappears, later comes back. Out: d1 drops to 50 and
+// d2 (150, not d3) takes over; when the gateway answers again d1 preempts
+// back.
+#[test]
+fn three_agents_and_a_failing_gateway_script() -> Result<()> {
+    let lab = Lab::new("vrrp-gw")?;
+    let extra = "          trackScripts: [{name: gw}]\n";
+    let mut d = directors(
+        &lab,
+        &["d1", "d2", "d3"],
+        &group("100ms", "d1: 200, d2: 150, d3: 100", extra),
+    )?;
+    let gw = lab.host("gw", &["10.31.0.254/24"])?;
+    for x in d.iter_mut() {
+        x.start()?;
+    }
+    wait_single_master(&d, 0, Duration::from_secs(3))?;
+    stays(&d, 0, Duration::from_millis(500))?;
+    gw.link_down("eth0")?;
+    wait_single_master(&d, 1, Duration::from_secs(6))?;
+    stays(&d, 1, Duration::from_millis(500))?;
+    gw.link_up("eth0")?;
+    wait_single_master(&d, 0, Duration::from_secs(6))?;
+    Ok(())
+}
+
+/// The switch-side port of `host` (`p<k>-<name>`).
+fn switch_port(lab: &Lab, host: &str) -> Result<String> {
+    let out = lb_lab::Cmd::new(["ip", "-n", lab.switch_netns(), "-br", "link"]).run_ok()?;
+    out.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .find(|n| n.starts_with('p') && n.ends_with(&format!("-{host}")))
+        .with_context(|| format!("no switch port for {host} in:\n{out}"))
+}
+
+/// A capture from a host on the lab segment (VRRP multicast and ARP
+/// broadcasts reach every port); read with [`pcap_frames`].
+struct Capture {
+    _host: Host,
+    proc: Proc,
+    file: PathBuf,
+}
+
+fn capture(lab: &Lab) -> Result<Capture> {
+    let host = lab.host("sniff", &["10.31.0.250/24"])?;
+    let file = lab.dir().join("wire.pcap");
+    let proc = host.spawn([
+        "tcpdump",
+        "-i",
+        "eth0",
+        "-U",
+        "-w",
+        file.to_str().context("path")?,
+        "ip proto 112 or ip6 proto 112 or arp",
+    ])?;
+    Ok(Capture {
+        _host: host,
+        proc,
+        file,
+    })
+}
+
+/// Frames of a pcap file (Ethernet link type).
+fn pcap_frames(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let data = std::fs::read(path)?;
+    ensure!(data.len() >= 24, "pcap file too short");
+    let le = match data[..4] {
+        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
+        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
+        _ => bail!("not a pcap file"),
+    };
+    let u32_at = |b: &[u8]| {
+        let a = [b[0], b[1], b[2], b[3]];
+        if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    let mut frames = Vec::new();
+    let mut off = 24;
+    while off + 16 <= data.len() {
+        let caplen = u32_at(&data[off + 8..]) as usize;
+        let start = off + 16;
+        let end = (start + caplen).min(data.len());
+        frames.push(data[start..end].to_vec());
+        off = start + caplen;
+    }
+    Ok(frames)
+}
+
+#[derive(Debug, Default)]
+struct Wire {
+    /// (source, TTL, decoded) of VRRP packets over IPv4.
+    adverts: Vec<(IpAddr, u8, Result<Advertisement, String>)>,
+    /// Sender protocol addresses of gratuitous ARP (sender == target).
+    garps: Vec<IpAddr>,
+}
+
+fn parse_wire(frames: &[Vec<u8>]) -> Wire {
+    let mut w = Wire::default();
+    for f in frames {
+        if f.len() < 14 {
+            continue;
+        }
+        let ethertype = u16::from_be_bytes([f[12], f[13]]);
+        let p = &f[14..];
+        match ethertype {
+            0x0800 => {
+                if let Ok((hdr, payload)) = lb_agent::vrrp::packet::Ipv4Header::parse(p) {
+                    if hdr.protocol == 112 {
+                        let src = IpAddr::V4(hdr.src);
+                        let dst = IpAddr::V4(hdr.dst);
+                        let adv = Advertisement::decode(payload, src, dst)
+                            .map_err(|e| e.to_string());
+                        w.adverts.push((src, hdr.ttl, adv));
+                    }
+                }
+            }
+            0x0806 if p.len() >= 28 => {
+                let spa = IpAddr::from([p[14], p[15], p[16], p[17]]);
+                let tpa = IpAddr::from([p[24], p[25], p[26], p[27]]);
+                if spa == tpa {
+                    w.garps.push(spa);
+                }
+            }
+            _ => {}
+        }
+    }
+    w
+}
+
+// In: two agents on a captured bridge; d1 master, then a partition of d2
+// (its switch port down) makes d2 master too, then the partition heals.
+// Out: every advert on the wire has TTL 255 and a checksum that verifies;
+// after healing a single master (d1) remains and it sent gratuitous ARP for
+// the VIP again after the heal.
+#[test]
+fn partition_heals_to_one_master_with_fresh_garp_and_clean_packets() -> Result<()> {
+    let lab = Lab::new("vrrp-part")?;
+    let mut d = directors(&lab, &["d1", "d2"], &group("100ms", "d1: 200, d2: 100", ""))?;
+    let mut cap = capture(&lab)?;
+    std::thread::sleep(Duration::from_millis(300));
+    d[0].start()?;
+    d[1].start()?;
+    wait_single_master(&d, 0, Duration::from_secs(3))?;
+    let port = switch_port(&lab, "d2")?;
+    let sw = |up: &str| {
+        lb_lab::Cmd::new(["ip", "-n", lab.switch_netns(), "link", "set", &port, up]).run_ok()
+    };
+    sw("down")?;
+    wait_for(|| d[1].has(VIP), scaled(Duration::from_secs(3)))?;
+    ensure!(d[0].has(VIP), "d1 lost the VIP during the partition");
+    let garps_before = {
+        std::thread::sleep(Duration::from_millis(200));
+        count_garps(&cap)?
+    };
+    sw("up")?;
+    wait_single_master(&d, 0, Duration::from_secs(3))?;
+    stays(&d, 0, Duration::from_millis(500))?;
+    cap.proc.terminate(Duration::from_secs(5));
+    let wire = parse_wire(&pcap_frames(&cap.file)?);
+    ensure!(
+        wire.adverts.len() > 10,
+        "too few adverts captured: {}",
+        wire.adverts.len()
+    );
+    for (src, ttl, adv) in &wire.adverts {
+        ensure!(*ttl == 255, "advert from {src} with TTL {ttl}");
+        let adv = adv
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("advert from {src} does not decode: {e}"))?;
+        ensure!(adv.vrid == 31, "unexpected VRID {}", adv.vrid);
+    }
+    let vip: IpAddr = VIP.parse()?;
+    let garps_after = wire.garps.iter().filter(|a| **a == vip).count();
+    ensure!(
+        garps_after > garps_before,
+        "no gratuitous ARP for the VIP after the partition healed ({garps_before} before, {garps_after} in all)"
+    );
+    Ok(())
+}
+
+fn count_garps(cap: &Capture) -> Result<usize> {
+    let vip: IpAddr = VIP.parse()?;
+    Ok(parse_wire(&pcap_frames(&cap.file)?)
+        .garps
+        .iter()
+        .filter(|a| **a == vip)
+        .count())
+}
