@@ -45,7 +45,10 @@ impl Director {
     fn has(&self, vip: &str) -> bool {
         self.host
             .ip(["-br", "addr", "show", "dev", "eth0"])
-            .map(|out| out.split_whitespace().any(|w| w.split('/').next() == Some(vip)))
+            .map(|out| {
+                out.split_whitespace()
+                    .any(|w| w.split('/').next() == Some(vip))
+            })
             .unwrap_or(false)
     }
 
@@ -177,7 +180,10 @@ fn election_kill9_and_preempt_back() -> Result<()> {
     // d1's VIP stays behind after SIGKILL: only d2 must be checked.
     let start = Instant::now();
     wait_for(|| d[1].has(VIP), scaled(Duration::from_secs(3)))?;
-    eprintln!("takeover after kill -9 observed within {:?}", start.elapsed());
+    eprintln!(
+        "takeover after kill -9 observed within {:?}",
+        start.elapsed()
+    );
     drop(took);
     // Master down interval at 100 ms, priority 100: 300 ms + 60.9 ms.
     d[0].start()?;
@@ -192,7 +198,11 @@ fn election_kill9_and_preempt_back() -> Result<()> {
 fn no_preempt_keeps_the_master() -> Result<()> {
     let lab = Lab::new("vrrp-nopre")?;
     let extra = "          preempt: false\n";
-    let mut d = directors(&lab, &["d1", "d2"], &group("100ms", "d1: 200, d2: 100", extra))?;
+    let mut d = directors(
+        &lab,
+        &["d1", "d2"],
+        &group("100ms", "d1: 200, d2: 100", extra),
+    )?;
     d[1].start()?;
     wait_single_master(&d, 1, Duration::from_secs(3))?;
     d[0].start()?;
@@ -244,10 +254,10 @@ fn link_down_on_the_master() -> Result<()> {
     Ok(())
 }
 
-// In: three agents (200, 150, 100); the gateway that d1's tracked script
-// pings (weight -150) disappears, later comes back. Out: d1 drops to 50 and
-// d2 (150, not d3) takes over; when the gateway answers again d1 preempts
-// back.
+// In: three agents (200, 150, 100) that all track a script pinging the
+// gateway (weight -150); d1 loses its route to the gateway (a blackhole
+// route in d1 only), later gets it back. Out: d1 drops to 50 and d2 (150,
+// not d3) takes over; when d1 reaches the gateway again it preempts back.
 #[test]
 fn three_agents_and_a_failing_gateway_script() -> Result<()> {
     let lab = Lab::new("vrrp-gw")?;
@@ -257,28 +267,50 @@ fn three_agents_and_a_failing_gateway_script() -> Result<()> {
         &["d1", "d2", "d3"],
         &group("100ms", "d1: 200, d2: 150, d3: 100", extra),
     )?;
-    let gw = lab.host("gw", &["10.31.0.254/24"])?;
+    let _gw = lab.host("gw", &["10.31.0.254/24"])?;
     for x in d.iter_mut() {
         x.start()?;
     }
     wait_single_master(&d, 0, Duration::from_secs(3))?;
     stays(&d, 0, Duration::from_millis(500))?;
-    gw.link_down("eth0")?;
+    d[0].host
+        .ip(["route", "add", "blackhole", "10.31.0.254/32"])?;
     wait_single_master(&d, 1, Duration::from_secs(6))?;
     stays(&d, 1, Duration::from_millis(500))?;
-    gw.link_up("eth0")?;
+    d[0].host
+        .ip(["route", "del", "blackhole", "10.31.0.254/32"])?;
     wait_single_master(&d, 0, Duration::from_secs(6))?;
     Ok(())
 }
 
-/// The switch-side port of `host` (`p<k>-<name>`).
-fn switch_port(lab: &Lab, host: &str) -> Result<String> {
+/// Isolates (or rejoins) the switch ports of `hosts` from each other
+/// (bridge port isolation: isolated ports reach only non-isolated ones, so
+/// a capture host still sees both sides).
+fn isolate(lab: &Lab, hosts: &[&str], on: bool) -> Result<()> {
     let out = lb_lab::Cmd::new(["ip", "-n", lab.switch_netns(), "-br", "link"]).run_ok()?;
-    out.lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(|n| n.split('@').next().unwrap_or(n).to_string())
-        .find(|n| n.starts_with('p') && n.ends_with(&format!("-{host}")))
-        .with_context(|| format!("no switch port for {host} in:\n{out}"))
+    for host in hosts {
+        let port = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .find(|n| n.starts_with('p') && n.ends_with(&format!("-{host}")))
+            .with_context(|| format!("no switch port for {host} in:\n{out}"))?;
+        lb_lab::Cmd::new([
+            "ip",
+            "netns",
+            "exec",
+            lab.switch_netns(),
+            "bridge",
+            "link",
+            "set",
+            "dev",
+            &port,
+            "isolated",
+            if on { "on" } else { "off" },
+        ])
+        .run_ok()?;
+    }
+    Ok(())
 }
 
 /// A capture from a host on the lab segment (VRRP multicast and ARP
@@ -297,6 +329,7 @@ fn capture(lab: &Lab) -> Result<Capture> {
         "-i",
         "eth0",
         "-U",
+        "--immediate-mode",
         "-w",
         file.to_str().context("path")?,
         "ip proto 112 or ip6 proto 112 or arp",
@@ -359,8 +392,8 @@ fn parse_wire(frames: &[Vec<u8>]) -> Wire {
                     if hdr.protocol == 112 {
                         let src = IpAddr::V4(hdr.src);
                         let dst = IpAddr::V4(hdr.dst);
-                        let adv = Advertisement::decode(payload, src, dst)
-                            .map_err(|e| e.to_string());
+                        let adv =
+                            Advertisement::decode(payload, src, dst).map_err(|e| e.to_string());
                         w.adverts.push((src, hdr.ttl, adv));
                     }
                 }
@@ -378,8 +411,9 @@ fn parse_wire(frames: &[Vec<u8>]) -> Wire {
     w
 }
 
-// In: two agents on a captured bridge; d1 master, then a partition of d2
-// (its switch port down) makes d2 master too, then the partition heals.
+// In: two agents on a captured bridge; d1 master, then a partition (their
+// switch ports isolated from each other) makes d2 master too, then the
+// partition heals.
 // Out: every advert on the wire has TTL 255 and a checksum that verifies;
 // after healing a single master (d1) remains and it sent gratuitous ARP for
 // the VIP again after the heal.
@@ -392,18 +426,14 @@ fn partition_heals_to_one_master_with_fresh_garp_and_clean_packets() -> Result<(
     d[0].start()?;
     d[1].start()?;
     wait_single_master(&d, 0, Duration::from_secs(3))?;
-    let port = switch_port(&lab, "d2")?;
-    let sw = |up: &str| {
-        lb_lab::Cmd::new(["ip", "-n", lab.switch_netns(), "link", "set", &port, up]).run_ok()
-    };
-    sw("down")?;
+    isolate(&lab, &["d1", "d2"], true)?;
     wait_for(|| d[1].has(VIP), scaled(Duration::from_secs(3)))?;
     ensure!(d[0].has(VIP), "d1 lost the VIP during the partition");
     let garps_before = {
         std::thread::sleep(Duration::from_millis(200));
         count_garps(&cap)?
     };
-    sw("up")?;
+    isolate(&lab, &["d1", "d2"], false)?;
     wait_single_master(&d, 0, Duration::from_secs(3))?;
     stays(&d, 0, Duration::from_millis(500))?;
     cap.proc.terminate(Duration::from_secs(5));

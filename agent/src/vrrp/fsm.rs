@@ -347,16 +347,27 @@ impl Vrrp {
             }
             State::Master => {
                 if priority == PRIORITY_STOP {
-                    // Another master stopping: make sure the backups hear us.
+                    // Another master stopping (or yielding to us after a
+                    // partition healed): make sure the backups hear us, and
+                    // announce the VIPs again for hosts that followed it.
                     out.push(Action::SendAdvert { priority: ours });
+                    out.push(Action::SendGarp);
                     self.set_adver_timer(now, out);
                 } else if priority > ours || (priority == ours && src > self.cfg.primary_address) {
-                    // RFC 5798 section 6.4.3.
+                    // RFC 5798 section 6.4.3. Before leaving, one advert
+                    // with priority 0 tells the new master that we held the
+                    // VIPs (two masters: a partition healed), so that it
+                    // announces them again at once; whichever of the two
+                    // heard the other first, the winner re-sends gratuitous
+                    // ARP.
                     self.adver_at = None;
                     out.push(Action::StopTimer {
                         timer: Timer::Adver,
                     });
                     out.push(Action::StopGarp);
+                    out.push(Action::SendAdvert {
+                        priority: PRIORITY_STOP,
+                    });
                     out.push(Action::RemoveVips);
                     self.master = Some(src);
                     self.learn_interval(adver_int);
