@@ -163,9 +163,9 @@ fn tail(s: &str) -> String {
 }
 
 // In: two agents, priorities 200 and 100, 100 ms adverts. Out: the 200 one
-// is the only master; after kill -9 the other holds the VIP within the
-// master down interval (plus slack for polling); restarted, the first one
-// adopts its leftover VIP and preempts back without a double master.
+// is the only master; after kill -9 the other becomes master within the
+// master down interval (from the kill to its log line); restarted, the first
+// one adopts its leftover VIP and preempts back.
 #[test]
 fn election_kill9_and_preempt_back() -> Result<()> {
     let lab = Lab::new("vrrp-kill")?;
@@ -175,17 +175,21 @@ fn election_kill9_and_preempt_back() -> Result<()> {
     wait_single_master(&d, 0, Duration::from_secs(5))?;
     stays(&d, 0, Duration::from_millis(500))?;
 
+    let killed_at = wall_clock();
     d[0].agent().kill();
-    let took = wait_single_master(&d, 1, Duration::from_secs(3));
-    // d1's VIP stays behind after SIGKILL: only d2 must be checked.
-    let start = Instant::now();
+    // d1's VIP stays behind after SIGKILL (as after a crash): only d2 is checked.
     wait_for(|| d[1].has(VIP), scaled(Duration::from_secs(3)))?;
-    eprintln!(
-        "takeover after kill -9 observed within {:?}",
-        start.elapsed()
+    let master_at = log_time(&d[1].log(), "to=\"MASTER\"").context("no MASTER in d2's log")?;
+    let took = since(killed_at, master_at);
+    // Master down interval at 100 ms adverts, priority 100: 300 ms + 60.9 ms.
+    // The slack covers the VIP install (the log line follows it) on a busy
+    // machine; the figures against keepalived come from the benchmark.
+    let mdi = Duration::from_micros(360_938);
+    eprintln!("takeover after kill -9: {took:?} (master down interval {mdi:?})");
+    ensure!(
+        took <= mdi + scaled(Duration::from_millis(150)),
+        "takeover took {took:?}, master down interval is {mdi:?}"
     );
-    drop(took);
-    // Master down interval at 100 ms, priority 100: 300 ms + 60.9 ms.
     d[0].start()?;
     wait_single_master(&d, 0, Duration::from_secs(3))?;
     stays(&d, 0, Duration::from_millis(500))?;
@@ -213,8 +217,9 @@ fn no_preempt_keeps_the_master() -> Result<()> {
 }
 
 // In: SIGTERM to the master. Out: it removes the VIP and sends priority 0;
-// the backup takes over after its skew time (at 1 s adverts: 0.61 s), far
-// sooner than the 3.6 s master down interval.
+// the backup becomes master after its skew time (at 1 s adverts, priority
+// 100: 609 ms; measured from the signal to its log line), far sooner than
+// the 3.6 s master down interval.
 #[test]
 fn sigterm_hands_over_within_skew_time() -> Result<()> {
     let lab = Lab::new("vrrp-term")?;
@@ -222,18 +227,65 @@ fn sigterm_hands_over_within_skew_time() -> Result<()> {
     d[0].start()?;
     d[1].start()?;
     wait_single_master(&d, 0, Duration::from_secs(6))?;
-    let start = Instant::now();
+    let stopped_at = wall_clock();
     let status = d[0].agent().terminate(Duration::from_secs(5));
     ensure!(status.success(), "agent exited with {status:?} on SIGTERM");
     ensure!(!d[0].has(VIP), "VIP left behind after SIGTERM");
     wait_for(|| d[1].has(VIP), scaled(Duration::from_secs(3)))?;
-    let took = start.elapsed();
-    eprintln!("handover after SIGTERM: {took:?}");
+    let master_at = log_time(&d[1].log(), "to=\"MASTER\"").context("no MASTER in d2's log")?;
+    let took = since(stopped_at, master_at);
+    let skew = Duration::from_micros(609_375);
+    eprintln!("handover after SIGTERM: {took:?} (skew time {skew:?})");
     ensure!(
-        took < scaled(Duration::from_millis(609 + 400)),
-        "handover took {took:?}, more than skew time (609 ms) plus slack"
+        took < skew + scaled(Duration::from_millis(250)),
+        "handover took {took:?}, more than the skew time {skew:?} plus slack"
     );
     Ok(())
+}
+
+/// Seconds since midnight UTC, now.
+fn wall_clock() -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_secs_f64() % 86_400.0
+}
+
+/// Seconds since midnight UTC of the first log line containing `needle`
+/// (the agent logs `2026-11-22T00:40:17.510208Z ...`).
+fn log_time(log: &str, needle: &str) -> Option<f64> {
+    let clean = log
+        .lines()
+        .map(strip_ansi)
+        .find(|l| l.contains(needle))?;
+    let ts = clean.split_whitespace().next()?;
+    let time = ts.split('T').nth(1)?.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+fn since(from: f64, to: f64) -> Duration {
+    Duration::from_secs_f64((to - from).rem_euclid(86_400.0))
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 // In: the master's interface goes down, then up again. Out: it drops to
