@@ -196,6 +196,59 @@ fn election_kill9_and_preempt_back() -> Result<()> {
     Ok(())
 }
 
+// In: two agents that send adverts by unicast to each other (no
+// multicast), and a third agent, not in their peer list, that sends them
+// priority-250 adverts by unicast. Out: the election follows the peers'
+// adverts only (d1, 200, stays master) and the intruder's adverts are
+// counted as drops from an unknown peer; after kill -9 of d1, d2 takes over.
+#[test]
+fn unicast_peers_with_a_source_allow_list() -> Result<()> {
+    let lab = Lab::new("vrrp-ucast")?;
+    let extra = "          unicastPeers: [10.31.0.1, 10.31.0.2]\n";
+    let mut d = directors(
+        &lab,
+        &["d1", "d2"],
+        &group("100ms", "d1: 200, d2: 100", extra),
+    )?;
+    let intruder_config = lab.dir().join("intruder.yaml");
+    std::fs::write(
+        &intruder_config,
+        format!(
+            "nodes:\n  - {{name: x, role: director, address: 10.31.0.9}}\ndirectorGroups:\n{}",
+            group("100ms", "x: 250", extra)
+        ),
+    )?;
+    let mut x = Director {
+        host: lab.host("x", &["10.31.0.9/24"])?,
+        name: "x".into(),
+        config: intruder_config,
+        agent: None,
+    };
+    d[0].start()?;
+    d[1].start()?;
+    wait_single_master(&d, 0, Duration::from_secs(3))?;
+    x.start()?;
+    wait_for(|| x.has(VIP), scaled(Duration::from_secs(3)))?;
+    stays(&d, 0, Duration::from_secs(1))?;
+    for y in &d {
+        let log = strip_ansi(&y.log());
+        ensure!(
+            log.contains("unknown_peer") && log.contains("10.31.0.9"),
+            "{} did not report the intruder's adverts:\n{log}",
+            y.name
+        );
+        // The shared peer list names each director too: it must not send to itself.
+        ensure!(
+            !log.contains("own_advert"),
+            "{} sent adverts to itself:\n{log}",
+            y.name
+        );
+    }
+    d[0].agent().kill();
+    wait_for(|| d[1].has(VIP), scaled(Duration::from_secs(3)))?;
+    Ok(())
+}
+
 // In: d1 (200) with preempt off starts after d2 (100) is master.
 // Out: d2 stays master; once d2 is stopped, d1 takes over.
 #[test]
@@ -254,10 +307,7 @@ fn wall_clock() -> f64 {
 /// Seconds since midnight UTC of the first log line containing `needle`
 /// (the agent logs `2026-11-22T00:40:17.510208Z ...`).
 fn log_time(log: &str, needle: &str) -> Option<f64> {
-    let clean = log
-        .lines()
-        .map(strip_ansi)
-        .find(|l| l.contains(needle))?;
+    let clean = log.lines().map(strip_ansi).find(|l| l.contains(needle))?;
     let ts = clean.split_whitespace().next()?;
     let time = ts.split('T').nth(1)?.trim_end_matches('Z');
     let mut parts = time.split(':');

@@ -37,7 +37,10 @@ impl Impl {
 
 fn has(host: &Host, vip: &str) -> bool {
     host.ip(["-br", "addr", "show", "dev", "eth0"])
-        .map(|out| out.split_whitespace().any(|w| w.split('/').next() == Some(vip)))
+        .map(|out| {
+            out.split_whitespace()
+                .any(|w| w.split('/').next() == Some(vip))
+        })
         .unwrap_or(false)
 }
 
@@ -61,7 +64,11 @@ fn start(lab: &Lab, r: &mut Router, imp: Impl, interval_ms: u64) -> Result<()> {
     let proc = match imp {
         Impl::Lb => {
             let config = dir.join(format!("{}.yaml", r.name));
-            let initial = if r.priority == 200 { "master" } else { "backup" };
+            let initial = if r.priority == 200 {
+                "master"
+            } else {
+                "backup"
+            };
             std::fs::write(
                 &config,
                 format!(
@@ -98,7 +105,11 @@ directorGroups:
         }
         Impl::Keepalived => {
             let conf = dir.join(format!("{}.conf", r.name));
-            let state = if r.priority == 200 { "MASTER" } else { "BACKUP" };
+            let state = if r.priority == 200 {
+                "MASTER"
+            } else {
+                "BACKUP"
+            };
             let int = interval_ms as f64 / 1000.0;
             std::fs::write(
                 &conf,
@@ -110,7 +121,11 @@ directorGroups:
                     p = r.priority
                 ),
             )?;
-            let path = |s: &str| dir.join(format!("{}-{s}", r.name)).to_string_lossy().into_owned();
+            let path = |s: &str| {
+                dir.join(format!("{}-{s}", r.name))
+                    .to_string_lossy()
+                    .into_owned()
+            };
             // After kill -9 the pid files stay behind and their pids may
             // have been reused: keepalived would refuse to start.
             for f in ["ka.pid", "ka-vrrp.pid"] {
@@ -141,7 +156,10 @@ fn adverts(pcap: &Path) -> Result<Vec<(f64, IpAddr)>> {
         bail!("pcap too short");
     }
     let le = data[0] == 0xd4;
-    let nanos = matches!(data[..4], [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d]);
+    let nanos = matches!(
+        data[..4],
+        [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d]
+    );
     let u32_at = |b: &[u8]| {
         let a = [b[0], b[1], b[2], b[3]];
         if le {
@@ -240,7 +258,9 @@ fn failovers(imp: Impl, interval_ms: u64, runs: usize) -> Result<(Vec<f64>, Vec<
         std::thread::sleep(interval * 3);
         m.proc = None;
         // kill -9 leaves the VIP behind: clean up as an operator would.
-        let _ = m.host.ip(["addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
+        let _ = m
+            .host
+            .ip(["addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
     }
     std::thread::sleep(Duration::from_millis(300));
     cap.terminate(Duration::from_secs(5));
@@ -337,10 +357,18 @@ fn vrrp_failover_benchmark() -> Result<()> {
             let (km, kw) = stats(k);
             let (hm, hw) = stats(h);
             let who = imp.name();
-            println!("BENCH vrrp_takeover_ms{{impl={who},advert={interval_ms}ms,stat=median}} {km:.1} ms");
-            println!("BENCH vrrp_takeover_ms{{impl={who},advert={interval_ms}ms,stat=worst}} {kw:.1} ms");
-            println!("BENCH vrrp_handover_ms{{impl={who},advert={interval_ms}ms,stat=median}} {hm:.1} ms");
-            println!("BENCH vrrp_handover_ms{{impl={who},advert={interval_ms}ms,stat=worst}} {hw:.1} ms");
+            println!(
+                "BENCH vrrp_takeover_ms{{impl={who},advert={interval_ms}ms,stat=median}} {km:.1} ms"
+            );
+            println!(
+                "BENCH vrrp_takeover_ms{{impl={who},advert={interval_ms}ms,stat=worst}} {kw:.1} ms"
+            );
+            println!(
+                "BENCH vrrp_handover_ms{{impl={who},advert={interval_ms}ms,stat=median}} {hm:.1} ms"
+            );
+            println!(
+                "BENCH vrrp_handover_ms{{impl={who},advert={interval_ms}ms,stat=worst}} {hw:.1} ms"
+            );
         }
     }
     for &imp in &imps {

@@ -20,7 +20,10 @@ const VIPS: [&str; 3] = ["10.32.0.160", "10.32.0.161", "fd00:32::162"];
 
 fn has(host: &Host, vip: &str) -> bool {
     host.ip(["-br", "addr", "show", "dev", "eth0"])
-        .map(|out| out.split_whitespace().any(|w| w.split('/').next() == Some(vip)))
+        .map(|out| {
+            out.split_whitespace()
+                .any(|w| w.split('/').next() == Some(vip))
+        })
         .unwrap_or(false)
 }
 
@@ -222,7 +225,12 @@ fn agent_master_keepalived_backup() -> Result<()> {
         scaled(Duration::from_secs(5)),
     )
     .with_context(logs)?;
-    stable(&p.agent_host, &p.ka_host, scaled(Duration::from_secs(5)), &logs)?;
+    stable(
+        &p.agent_host,
+        &p.ka_host,
+        scaled(Duration::from_secs(5)),
+        &logs,
+    )?;
     let ka_log = ka.log();
     ensure!(
         !ka_log.contains("Entering MASTER STATE"),
@@ -260,7 +268,12 @@ fn keepalived_master_agent_backup() -> Result<()> {
         scaled(Duration::from_secs(5)),
     )
     .with_context(logs)?;
-    stable(&p.ka_host, &p.agent_host, scaled(Duration::from_secs(5)), &logs)?;
+    stable(
+        &p.ka_host,
+        &p.agent_host,
+        scaled(Duration::from_secs(5)),
+        &logs,
+    )?;
     let agent_log = strip_ansi(&agent.log());
     ensure!(
         !agent_log.contains("to=\"MASTER\""),

@@ -165,6 +165,8 @@ fn plan_instance(
     } else {
         None
     };
+    // One peer list serves every director of the group: leave ourselves out.
+    unicast_peers.retain(|p| Some(*p) != source);
     if vrrp.strict && (!unicast_peers.is_empty() || auth != Auth::None) {
         return Err(err(
             "strict mode allows neither unicast nor authentication".into()
@@ -320,6 +322,23 @@ directorGroups:
         assert_eq!(p[0].tracked.len(), 2);
         assert_eq!(p[0].tracked[1].weight, -20);
         assert!(plan(&cfg(SEED), "rs1").unwrap().is_empty());
+    }
+
+    // In: unicast peers listing every director. Out: each director sends to
+    // the others only, from its own address.
+    #[test]
+    fn unicast_peers_leave_out_the_node_itself() {
+        let uc = SEED.replace(
+            "preempt: false",
+            "preempt: false\n          unicastPeers: [192.168.56.181, 192.168.56.182]",
+        );
+        let p = plan(&cfg(&uc), "ds2").unwrap();
+        let i = &p[0].instance;
+        assert_eq!(i.source, Some("192.168.56.182".parse().unwrap()));
+        assert_eq!(
+            i.unicast_peers,
+            vec!["192.168.56.181".parse::<IpAddr>().unwrap()]
+        );
     }
 
     // In: settings the protocol cannot carry. Out: an error naming them.
