@@ -237,12 +237,6 @@ fn unicast_peers_with_a_source_allow_list() -> Result<()> {
             "{} did not report the intruder's adverts:\n{log}",
             y.name
         );
-        // The shared peer list names each director too: it must not send to itself.
-        ensure!(
-            !log.contains("own_advert"),
-            "{} sent adverts to itself:\n{log}",
-            y.name
-        );
     }
     d[0].agent().kill();
     wait_for(|| d[1].has(VIP), scaled(Duration::from_secs(3)))?;
