@@ -266,11 +266,21 @@ fn no_preempt_keeps_the_master() -> Result<()> {
 // In: SIGTERM to the master. Out: it removes the VIP and sends priority 0;
 // the backup becomes master after its skew time (at 1 s adverts, priority
 // 100: 609 ms; measured from the signal to its log line), far sooner than
-// the 3.6 s master down interval.
+// the 3.6 s master down interval. The notify hooks ran in order, with
+// keepalived's arguments: BACKUP, MASTER, STOP on d1; BACKUP, MASTER on d2.
 #[test]
 fn sigterm_hands_over_within_skew_time() -> Result<()> {
     let lab = Lab::new("vrrp-term")?;
-    let mut d = directors(&lab, &["d1", "d2"], &group("1s", "d1: 200, d2: 100", ""))?;
+    let notified = lab.dir().join("notify.log");
+    let extra = format!(
+        "          notify: {{command: [sh, -c, 'echo \"$*\" >> {}', notify]}}\n",
+        notified.display()
+    );
+    let mut d = directors(
+        &lab,
+        &["d1", "d2"],
+        &group("1s", "d1: 200, d2: 100", &extra),
+    )?;
     d[0].start()?;
     d[1].start()?;
     wait_single_master(&d, 0, Duration::from_secs(6))?;
@@ -286,6 +296,30 @@ fn sigterm_hands_over_within_skew_time() -> Result<()> {
     ensure!(
         took < skew + scaled(Duration::from_millis(250)),
         "handover took {took:?}, more than the skew time {skew:?} plus slack"
+    );
+    let lines_of = |prio: &str| -> Result<Vec<String>> {
+        let text = std::fs::read_to_string(&notified)?;
+        Ok(text
+            .lines()
+            .filter(|l| l.ends_with(&format!(" {prio}")))
+            .map(String::from)
+            .collect())
+    };
+    wait_for(
+        || lines_of("100").map(|l| l.len() >= 2).unwrap_or(false),
+        scaled(Duration::from_secs(3)),
+    )?;
+    assert_eq!(
+        lines_of("200")?,
+        [
+            "INSTANCE VI_1 BACKUP 200",
+            "INSTANCE VI_1 MASTER 200",
+            "INSTANCE VI_1 STOP 200"
+        ]
+    );
+    assert_eq!(
+        lines_of("100")?,
+        ["INSTANCE VI_1 BACKUP 100", "INSTANCE VI_1 MASTER 100"]
     );
     Ok(())
 }

@@ -645,14 +645,14 @@ async fn run_notify(cmds: NotifyCommands, mut rx: mpsc::UnboundedReceiver<Transi
             let Some((program, args)) = cmd.split_first() else {
                 continue;
             };
+            // keepalived's words: INSTANCE name MASTER|BACKUP|FAULT|STOP priority.
+            let state = match t.to {
+                State::Initialize => "STOP",
+                other => other.name(),
+            };
             let child = tokio::process::Command::new(program)
                 .args(args)
-                .args([
-                    "INSTANCE",
-                    &t.instance,
-                    t.to.name(),
-                    &t.priority.to_string(),
-                ])
+                .args(["INSTANCE", &t.instance, state, &t.priority.to_string()])
                 .stdin(std::process::Stdio::null())
                 .kill_on_drop(true)
                 .status();
