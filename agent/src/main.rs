@@ -63,11 +63,12 @@ fn main() -> anyhow::Result<()> {
                 config.display()
             );
             let planned = lb_agent::vrrp::config::plan(&cfg, &node)?;
+            let sync_groups = lb_agent::vrrp::config::sync_groups(&cfg, &planned)?;
             if check {
                 return Ok(());
             }
             // For now the director runs VRRP only; IPVS and checks join later.
-            tokio::runtime::Runtime::new()?.block_on(run_vrrp(planned))
+            tokio::runtime::Runtime::new()?.block_on(run_vrrp(planned, sync_groups))
         }
         Role::Realserver { config, check } => {
             let cfg = lb_agent::config::load_realserver(&config)
@@ -83,7 +84,10 @@ fn main() -> anyhow::Result<()> {
 
 /// Runs the VRRP instances until SIGTERM or SIGINT, then stops them cleanly
 /// (priority 0, VIPs removed).
-async fn run_vrrp(planned: Vec<lb_agent::vrrp::config::Planned>) -> anyhow::Result<()> {
+async fn run_vrrp(
+    planned: Vec<lb_agent::vrrp::config::Planned>,
+    sync_groups: Vec<Vec<usize>>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
@@ -99,6 +103,7 @@ async fn run_vrrp(planned: Vec<lb_agent::vrrp::config::Planned>) -> anyhow::Resu
     let (events_tx, _) = tokio::sync::broadcast::channel(256);
     lb_agent::vrrp::run(
         planned,
+        &sync_groups,
         std::sync::Arc::new(lb_agent::vrrp::vips::IpCommand),
         &Default::default(),
         events_tx,

@@ -243,6 +243,55 @@ fn unicast_peers_with_a_source_allow_list() -> Result<()> {
     Ok(())
 }
 
+// In: two instances (VIPs .100 and .101) in a sync group on two agents;
+// only VI_2 tracks an interface (trk0, weight 0), which goes down on d1 and
+// comes back. Out: VI_2 goes to FAULT and the group takes VI_1 with it, so
+// both VIPs move to d2; with trk0 back, both return to d1.
+#[test]
+fn sync_group_moves_together_on_fault() -> Result<()> {
+    let lab = Lab::new("vrrp-sync")?;
+    let groups = r#"  - name: g
+    interface: eth0
+    vrrp:
+      version: 3
+      advertInterval: 100ms
+      syncGroups:
+        - {name: both, instances: [VI_1, VI_2]}
+      instances:
+        - name: VI_1
+          vrid: 31
+          vips: [10.31.0.100/24]
+          priorities: {d1: 200, d2: 100}
+        - name: VI_2
+          vrid: 32
+          vips: [10.31.0.101/24]
+          priorities: {d1: 200, d2: 100}
+          trackInterfaces: [{name: trk0, weight: 0}]
+"#;
+    let mut d = directors(&lab, &["d1", "d2"], groups)?;
+    for x in &d {
+        // A veth pair inside the host (this kernel may lack dummy devices).
+        x.host.ip([
+            "link", "add", "trk0", "type", "veth", "peer", "name", "trk1",
+        ])?;
+        x.host.ip(["link", "set", "trk1", "up"])?;
+        x.host.ip(["link", "set", "trk0", "up"])?;
+    }
+    d[0].start()?;
+    d[1].start()?;
+    let on = |x: &Director| x.has("10.31.0.100") && x.has("10.31.0.101");
+    let off = |x: &Director| !x.has("10.31.0.100") && !x.has("10.31.0.101");
+    wait_for(|| on(&d[0]) && off(&d[1]), scaled(Duration::from_secs(3)))
+        .with_context(|| d[0].log())?;
+    d[0].host.ip(["link", "set", "trk0", "down"])?;
+    wait_for(|| off(&d[0]) && on(&d[1]), scaled(Duration::from_secs(3)))
+        .with_context(|| d[0].log())?;
+    d[0].host.ip(["link", "set", "trk0", "up"])?;
+    wait_for(|| on(&d[0]) && off(&d[1]), scaled(Duration::from_secs(3)))
+        .with_context(|| d[0].log())?;
+    Ok(())
+}
+
 // In: d1 (200) with preempt off starts after d2 (100) is master.
 // Out: d2 stays master; once d2 is stopped, d1 takes over.
 #[test]

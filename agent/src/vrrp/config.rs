@@ -55,6 +55,37 @@ pub fn plan(cfg: &DirectorConfig, node: &str) -> Result<Vec<Planned>, VrrpConfig
     Ok(out)
 }
 
+/// The sync groups of `cfg` as indexes into `planned` (from [`plan`]);
+/// members this node does not run are left out.
+pub fn sync_groups(
+    cfg: &DirectorConfig,
+    planned: &[Planned],
+) -> Result<Vec<Vec<usize>>, VrrpConfigError> {
+    let mut out = Vec::new();
+    for group in &cfg.director_groups {
+        let Some(vrrp) = &group.vrrp else { continue };
+        for sg in &vrrp.sync_groups {
+            let mut members = Vec::new();
+            for name in &sg.instances {
+                if !vrrp.instances.iter().any(|i| &i.name == name) {
+                    return Err(VrrpConfigError {
+                        group: group.name.clone(),
+                        instance: name.clone(),
+                        message: format!("sync group {:?} names an unknown instance", sg.name),
+                    });
+                }
+                if let Some(i) = planned.iter().position(|p| &p.instance.name == name) {
+                    members.push(i);
+                }
+            }
+            if members.len() > 1 {
+                out.push(members);
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn plan_instance(
     cfg: &DirectorConfig,
     group: &DirectorGroup,

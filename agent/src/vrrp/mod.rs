@@ -30,16 +30,25 @@ use track::{Source, Tracked};
 use vips::VipBackend;
 
 /// Runs `planned` instances until `shutdown_rx` turns true, then stops them
-/// all (priority 0, VIPs removed) and returns. `quorum` maps service names to
+/// all (priority 0, VIPs removed) and returns. `sync_groups` lists members
+/// (indexes into `planned`) that share FAULT; `quorum` maps service names to
 /// the hook of their quorum (true: the service has quorum).
 pub async fn run(
     planned: Vec<Planned>,
+    sync_groups: &[Vec<usize>],
     backend: Arc<dyn VipBackend>,
     quorum: &HashMap<String, watch::Receiver<bool>>,
     events_tx: broadcast::Sender<Transition>,
     shutdown_rx: watch::Receiver<bool>,
 ) -> Result<(), InstanceError> {
-    let handles = start(planned, backend, quorum, events_tx, shutdown_rx);
+    let handles = start(
+        planned,
+        sync_groups,
+        backend,
+        quorum,
+        events_tx,
+        shutdown_rx,
+    );
     let mut first_err = None;
     for h in handles {
         match h.task.await {
@@ -57,15 +66,17 @@ pub async fn run(
 /// Starts `planned` instances with their tracking and returns their handles.
 pub fn start(
     planned: Vec<Planned>,
+    sync_groups: &[Vec<usize>],
     backend: Arc<dyn VipBackend>,
     quorum: &HashMap<String, watch::Receiver<bool>>,
     events_tx: broadcast::Sender<Transition>,
     shutdown_rx: watch::Receiver<bool>,
 ) -> Vec<InstanceHandle> {
-    planned
-        .into_iter()
+    // Each instance's own tracking first.
+    let mut tracking: Vec<Option<watch::Receiver<track::Tracking>>> = planned
+        .iter()
         .map(|p| {
-            let mut tracked = p.tracked;
+            let mut tracked = p.tracked.clone();
             for (service, weight) in &p.track_services {
                 match quorum.get(service) {
                     Some(rx) => tracked.push(Tracked {
@@ -82,14 +93,37 @@ pub fn start(
                     ),
                 }
             }
-            let tracking_rx = track::spawn(tracked);
-            instance::spawn(
+            Some(track::spawn(tracked))
+        })
+        .collect();
+    // Then sync groups join the members' FAULT.
+    for members in sync_groups {
+        let own: Vec<_> = members
+            .iter()
+            .filter_map(|i| tracking.get(*i).cloned().flatten())
+            .collect();
+        if own.len() != members.len() {
+            tracing::warn!(
+                ?members,
+                "sync group with an instance listed twice or unknown; ignored"
+            );
+            continue;
+        }
+        for (i, rx) in members.iter().zip(track::sync_group(own)) {
+            tracking[*i] = Some(rx);
+        }
+    }
+    planned
+        .into_iter()
+        .zip(tracking)
+        .filter_map(|(p, rx)| {
+            Some(instance::spawn(
                 p.instance,
                 backend.clone(),
-                tracking_rx,
+                rx?,
                 events_tx.clone(),
                 shutdown_rx.clone(),
-            )
+            ))
         })
         .collect()
 }

@@ -176,6 +176,56 @@ pub fn spawn(objects: Vec<Tracked>) -> watch::Receiver<Tracking> {
     rx
 }
 
+/// Sync group FAULT (keepalived vrrp_sync_group): each member is in FAULT
+/// when its own tracking says so or when another member's does. Priorities
+/// stay each member's own. Only the members' own tracking goes in, so a
+/// FAULT that the group caused never feeds back.
+pub fn group_fault(own: &[Tracking]) -> Vec<Tracking> {
+    (0..own.len())
+        .map(|j| Tracking {
+            delta: own[j].delta,
+            fault: own.iter().any(|t| t.fault),
+        })
+        .collect()
+}
+
+/// Joins the members of a sync group: takes each member's own tracking and
+/// returns what each member must follow (see [`group_fault`]).
+pub fn sync_group(own: Vec<watch::Receiver<Tracking>>) -> Vec<watch::Receiver<Tracking>> {
+    let current: Vec<Tracking> = own.iter().map(|rx| *rx.borrow()).collect();
+    let (txs, rxs): (Vec<_>, Vec<_>) = group_fault(&current)
+        .into_iter()
+        .map(watch::channel)
+        .unzip();
+    let (change_tx, mut change_rx) = mpsc::channel::<(usize, Tracking)>(64);
+    for (i, mut rx) in own.into_iter().enumerate() {
+        let change_tx = change_tx.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let t = *rx.borrow_and_update();
+                if change_tx.send((i, t)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(change_tx);
+    tokio::spawn(async move {
+        let mut current = current;
+        while let Some((i, t)) = change_rx.recv().await {
+            current[i] = t;
+            for (tx, t) in txs.iter().zip(group_fault(&current)) {
+                tx.send_if_modified(|cur| {
+                    let changed = *cur != t;
+                    *cur = t;
+                    changed
+                });
+            }
+        }
+    });
+    rxs
+}
+
 async fn observe(i: usize, source: Source, mut last: bool, tx: mpsc::Sender<(usize, bool)>) {
     match source {
         Source::Interface { name } => {
@@ -268,6 +318,25 @@ mod tests {
             }
         );
         assert!(!aggregate([(0, true)]).fault);
+    }
+
+    #[test]
+    fn sync_group_shares_fault_not_priority() {
+        let ok = |delta| Tracking {
+            delta,
+            fault: false,
+        };
+        assert_eq!(group_fault(&[ok(-10), ok(5)]), vec![ok(-10), ok(5)]);
+        let g = group_fault(&[
+            ok(-10),
+            Tracking {
+                delta: 0,
+                fault: true,
+            },
+            ok(3),
+        ]);
+        assert!(g.iter().all(|t| t.fault));
+        assert_eq!(g.iter().map(|t| t.delta).collect::<Vec<_>>(), [-10, 0, 3]);
     }
 
     #[test]
