@@ -131,6 +131,10 @@ pub struct Status {
     pub master: Option<IpAddr>,
     /// Interval in use.
     pub adver_int: Duration,
+    /// When the instance entered its state.
+    pub since: std::time::SystemTime,
+    /// Transitions so far.
+    pub transitions: u64,
 }
 
 /// Dropped advertisements by reason, with rate-limited logging.
@@ -223,6 +227,8 @@ pub enum InstanceError {
 /// Handles to a running instance.
 #[derive(Debug)]
 pub struct InstanceHandle {
+    /// The settings it runs with.
+    pub config: InstanceConfig,
     /// Live status.
     pub status: watch::Receiver<Status>,
     /// Drop counters.
@@ -246,7 +252,10 @@ pub fn spawn(
         priority: cfg.priority,
         master: None,
         adver_int: cfg.adver_int,
+        since: std::time::SystemTime::now(),
+        transitions: 0,
     });
+    let config = cfg.clone();
     let span = tracing::info_span!("vrrp", instance = %cfg.name, vrid = cfg.vrid);
     let task = tokio::spawn(
         run(
@@ -261,6 +270,7 @@ pub fn spawn(
         .instrument(span),
     );
     InstanceHandle {
+        config,
         status,
         drops,
         task,
@@ -518,11 +528,19 @@ impl Driver {
             self.execute(action, now).await;
         }
         self.status_tx.send_if_modified(|s| {
+            let state = self.fsm.state();
+            let (since, transitions) = if state == s.state {
+                (s.since, s.transitions)
+            } else {
+                (std::time::SystemTime::now(), s.transitions + 1)
+            };
             let new = Status {
-                state: self.fsm.state(),
+                state,
                 priority: self.fsm.priority(),
                 master: self.fsm.master_address(),
                 adver_int: self.fsm.master_adver_interval(),
+                since,
+                transitions,
             };
             let changed = *s != new;
             *s = new;

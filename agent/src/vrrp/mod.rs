@@ -16,6 +16,7 @@ pub mod fsm;
 pub mod instance;
 pub mod packet;
 pub mod socket;
+pub mod status;
 pub mod track;
 pub mod vips;
 
