@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use lb_proto::v1::NodeRole;
 
 /// The lb agent: runs on each director or real server.
 #[derive(Parser, Debug)]
@@ -57,6 +58,18 @@ fn main() -> anyhow::Result<()> {
                 "configuration read"
             );
             let node = node.unwrap_or_else(|| cfg.node.clone());
+            if check && node.is_empty() {
+                // No node given: check the VRRP settings of every director.
+                for n in cfg
+                    .nodes
+                    .iter()
+                    .filter(|n| n.role == NodeRole::Director as i32)
+                {
+                    let planned = lb_agent::vrrp::config::plan(&cfg, &n.name)?;
+                    lb_agent::vrrp::config::sync_groups(&cfg, &planned)?;
+                }
+                return Ok(());
+            }
             anyhow::ensure!(
                 !node.is_empty(),
                 "{}: no node name: set `node` in the file or pass --node",
