@@ -8,6 +8,12 @@
 //! the wire (the capture's timestamp, same clock). Each figure is the median
 //! and the worst of `LB_BENCH_RUNS` runs (default 10).
 //!
+//! Under load: for each advert interval (largest first), a master and a
+//! backup of each implementation run side by side for
+//! `LB_BENCH_SATURATION_SECS` (default 600) while `stress-ng` saturates
+//! every core; a false takeover is any advert from the backup on the wire.
+//! The figure is the lowest interval without one.
+//!
 //! Prints `BENCH <name> <value> <unit>` lines.
 
 use std::net::IpAddr;
@@ -385,4 +391,114 @@ fn bench_intervals() -> Vec<u64> {
         .ok()
         .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1000, 50, 10])
+}
+
+/// Whether the backup of a pair sent any advert (a false takeover) during
+/// `period`, with both pairs (one per implementation) running side by side.
+fn false_takeovers(imps: &[Impl], interval_ms: u64, period: Duration) -> Result<Vec<usize>> {
+    let mut labs = Vec::new();
+    for &imp in imps {
+        let lab = Lab::new(&format!("vrrp-sat-{}-{interval_ms}", imp.name()))?;
+        let mut m = Router {
+            host: lab.host("m", &["10.33.0.1/24"])?,
+            name: "m".into(),
+            address: "10.33.0.1".parse()?,
+            priority: 200,
+            proc: None,
+        };
+        let mut b = Router {
+            host: lab.host("b", &["10.33.0.2/24"])?,
+            name: "b".into(),
+            address: "10.33.0.2".parse()?,
+            priority: 100,
+            proc: None,
+        };
+        start(&lab, &mut m, imp, interval_ms)?;
+        wait_for(|| has(&m.host, VIP), Duration::from_secs(15))?;
+        start(&lab, &mut b, imp, interval_ms)?;
+        std::thread::sleep(Duration::from_millis(interval_ms * 5 + 500));
+        let sniff = lab.host("sniff", &["10.33.0.250/24"])?;
+        let pcap = lab.dir().join("sat.pcap");
+        let cap = sniff.spawn([
+            "tcpdump",
+            "-i",
+            "eth0",
+            "-U",
+            "--immediate-mode",
+            "-w",
+            pcap.to_str().context("path")?,
+            "ip proto 112 and src 10.33.0.2",
+        ])?;
+        labs.push((lab, m, b, sniff, cap, pcap));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let stress = labs[0].3.spawn([
+        "stress-ng",
+        "--cpu",
+        &cores.to_string(),
+        "--timeout",
+        &format!("{}s", period.as_secs().max(1)),
+        "--quiet",
+    ])?;
+    std::thread::sleep(period);
+    drop(stress);
+    let mut out = Vec::new();
+    for (_lab, _m, _b, _sniff, mut cap, pcap) in labs {
+        std::thread::sleep(Duration::from_millis(200));
+        cap.terminate(Duration::from_secs(5));
+        out.push(adverts(&pcap)?.len());
+    }
+    Ok(out)
+}
+
+#[test]
+#[ignore = "benchmark: make bench BENCH=vrrp"]
+fn vrrp_saturation_benchmark() -> Result<()> {
+    let secs: u64 = std::env::var("LB_BENCH_SATURATION_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    if lb_lab::Cmd::new(["stress-ng", "--version"])
+        .run_ok()
+        .is_err()
+    {
+        eprintln!("stress-ng not installed: saturation figures left out");
+        return Ok(());
+    }
+    let mut imps = vec![Impl::Lb];
+    if Path::new(KEEPALIVED).exists() {
+        imps.push(Impl::Keepalived);
+    }
+    let mut lowest: Vec<Option<u64>> = vec![None; imps.len()];
+    let mut failed = vec![false; imps.len()];
+    for interval_ms in [100u64, 50, 30, 20, 10] {
+        if failed.iter().all(|f| *f) {
+            break;
+        }
+        let counts = false_takeovers(&imps, interval_ms, Duration::from_secs(secs))?;
+        for (i, n) in counts.into_iter().enumerate() {
+            eprintln!(
+                "{} at {interval_ms} ms under load for {secs} s: {n} adverts from the backup",
+                imps[i].name()
+            );
+            if n == 0 && !failed[i] {
+                lowest[i] = Some(interval_ms);
+            } else {
+                failed[i] = true;
+            }
+        }
+    }
+    for (imp, low) in imps.iter().zip(lowest) {
+        let who = imp.name();
+        match low {
+            Some(ms) => println!(
+                "BENCH vrrp_stable_interval_ms{{impl={who},load=all_cores,secs={secs}}} {ms} ms"
+            ),
+            None => println!(
+                "BENCH vrrp_stable_interval_ms{{impl={who},load=all_cores,secs={secs}}} none ms"
+            ),
+        }
+    }
+    Ok(())
 }
