@@ -292,6 +292,29 @@ fn sync_group_moves_together_on_fault() -> Result<()> {
     Ok(())
 }
 
+// In: the master (1 s adverts) is killed with SIGKILL and started again at
+// once, well within the backup's 3.6 s master down interval. Out: the new
+// process adopts the VIP it finds on the interface: the VIP never leaves d1
+// and d2 never becomes master (no flap).
+#[test]
+fn restart_after_kill9_adopts_without_a_flap() -> Result<()> {
+    let lab = Lab::new("vrrp-adopt")?;
+    let mut d = directors(&lab, &["d1", "d2"], &group("1s", "d1: 200, d2: 100", ""))?;
+    d[0].start()?;
+    d[1].start()?;
+    wait_single_master(&d, 0, Duration::from_secs(6))?;
+    stays(&d, 0, Duration::from_millis(1500))?;
+    d[0].agent().kill();
+    ensure!(d[0].has(VIP), "the VIP went with the killed process");
+    d[0].start()?;
+    stays(&d, 0, Duration::from_secs(5))?;
+    let d1 = strip_ansi(&d[0].log());
+    ensure!(d1.contains("adopting"), "d1 did not adopt its VIP:\n{d1}");
+    let d2 = strip_ansi(&d[1].log());
+    ensure!(!d2.contains("to=\"MASTER\""), "d2 became master:\n{d2}");
+    Ok(())
+}
+
 // In: d1 (200) with preempt off starts after d2 (100) is master.
 // Out: d2 stays master; once d2 is stopped, d1 takes over.
 #[test]
