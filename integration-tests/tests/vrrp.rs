@@ -292,6 +292,74 @@ fn sync_group_moves_together_on_fault() -> Result<()> {
     Ok(())
 }
 
+// In: two agents with an IPv6 VIP (version 3 over IPv6, link-local
+// sources), on a captured bridge; the master is killed. Out: the backup
+// takes over; every IPv6 advert on the wire has hop limit 255, a verifying
+// checksum (pseudo-header included) and a link-local source; both masters
+// sent unsolicited neighbour advertisements for the VIP.
+#[test]
+fn ipv6_election_takeover_and_unsolicited_na() -> Result<()> {
+    let lab = Lab::new("vrrp-v6")?;
+    let groups = r#"  - name: g
+    interface: eth0
+    vrrp:
+      version: 3
+      advertInterval: 100ms
+      garp: {delay: 0s, repeat: 2}
+      instances:
+        - name: VI_6
+          vrid: 36
+          vips: ["fd00:31::100/64"]
+          priorities: {d1: 200, d2: 100}
+"#;
+    let mut d = directors(&lab, &["d1", "d2"], groups)?;
+    let mut cap = capture(&lab)?;
+    std::thread::sleep(Duration::from_millis(300));
+    d[0].start()?;
+    d[1].start()?;
+    let vip6 = "fd00:31::100";
+    wait_for(
+        || d[0].has(vip6) && !d[1].has(vip6),
+        scaled(Duration::from_secs(3)),
+    )
+    .with_context(|| d[0].log())?;
+    std::thread::sleep(Duration::from_millis(300));
+    d[0].agent().kill();
+    wait_for(|| d[1].has(vip6), scaled(Duration::from_secs(3))).with_context(|| d[1].log())?;
+    std::thread::sleep(Duration::from_millis(300));
+    cap.proc.terminate(Duration::from_secs(5));
+    let wire = parse_wire(&pcap_frames(&cap.file)?);
+    let v6: Vec<_> = wire
+        .adverts
+        .iter()
+        .filter(|(s, _, _)| s.is_ipv6())
+        .collect();
+    let mut senders = std::collections::BTreeSet::new();
+    ensure!(v6.len() > 5, "too few IPv6 adverts captured: {}", v6.len());
+    for (src, hops, adv) in v6 {
+        ensure!(*hops == 255, "IPv6 advert from {src} with hop limit {hops}");
+        let IpAddr::V6(s6) = src else { unreachable!() };
+        ensure!(
+            s6.segments()[0] == 0xfe80,
+            "IPv6 advert from non-link-local {src}"
+        );
+        adv.as_ref()
+            .map_err(|e| anyhow::anyhow!("IPv6 advert from {src} does not decode: {e}"))?;
+        senders.insert(*src);
+    }
+    ensure!(
+        senders.len() == 2,
+        "adverts from {senders:?}, expected both directors"
+    );
+    let vip: IpAddr = vip6.parse()?;
+    let nas = wire.nas.iter().filter(|a| **a == vip).count();
+    ensure!(
+        nas >= 4,
+        "{nas} unsolicited NAs for the VIP, expected 2 per master"
+    );
+    Ok(())
+}
+
 // In: the master (1 s adverts) is killed with SIGKILL and started again at
 // once, well within the backup's 3.6 s master down interval. Out: the new
 // process adopts the VIP it finds on the interface: the VIP never leaves d1
@@ -534,7 +602,7 @@ fn capture(lab: &Lab) -> Result<Capture> {
         "--immediate-mode",
         "-w",
         file.to_str().context("path")?,
-        "ip proto 112 or ip6 proto 112 or arp",
+        "ip proto 112 or ip6 proto 112 or arp or icmp6",
     ])?;
     Ok(Capture {
         _host: host,
@@ -578,6 +646,8 @@ struct Wire {
     adverts: Vec<(IpAddr, u8, Result<Advertisement, String>)>,
     /// Sender protocol addresses of gratuitous ARP (sender == target).
     garps: Vec<IpAddr>,
+    /// Target addresses of unsolicited neighbour advertisements.
+    nas: Vec<IpAddr>,
 }
 
 fn parse_wire(frames: &[Vec<u8>]) -> Wire {
@@ -598,6 +668,18 @@ fn parse_wire(frames: &[Vec<u8>]) -> Wire {
                             Advertisement::decode(payload, src, dst).map_err(|e| e.to_string());
                         w.adverts.push((src, hdr.ttl, adv));
                     }
+                }
+            }
+            0x86dd if p.len() >= 40 => {
+                let src = IpAddr::from(<[u8; 16]>::try_from(&p[8..24]).unwrap_or_default());
+                let dst = IpAddr::from(<[u8; 16]>::try_from(&p[24..40]).unwrap_or_default());
+                let (next, hops, payload) = (p[6], p[7], &p[40..]);
+                if next == 112 {
+                    let adv = Advertisement::decode(payload, src, dst).map_err(|e| e.to_string());
+                    w.adverts.push((src, hops, adv));
+                } else if next == 58 && payload.len() >= 24 && payload[0] == 136 {
+                    let target = <[u8; 16]>::try_from(&payload[8..24]).unwrap_or_default();
+                    w.nas.push(IpAddr::from(target));
                 }
             }
             0x0806 if p.len() >= 28 => {
