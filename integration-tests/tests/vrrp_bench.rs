@@ -204,7 +204,7 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
 /// takeover (kill -9) and handover (SIGTERM) times in milliseconds.
 fn failovers(imp: Impl, interval_ms: u64, runs: usize) -> Result<(Vec<f64>, Vec<f64>)> {
     let lab = Lab::new(&format!("vrrp-bench-{}-{interval_ms}", imp.name()))?;
-    let mut routers = vec![
+    let mut routers = [
         Router {
             host: lab.host("m", &["10.33.0.1/24"])?,
             name: "m".into(),
