@@ -140,6 +140,18 @@ fn plan_instance(
             }
         }
     }
+    if inst.use_vmac {
+        return Err(err(
+            "useVmac is not supported yet: leave it out (adverts and gratuitous ARP use the interface's MAC)"
+                .into(),
+        ));
+    }
+    if inst.accept == Some(false) {
+        return Err(err(
+            "accept: false is not supported: the VIPs carry IPVS services and must accept traffic"
+                .into(),
+        ));
+    }
     let mut vips = Vec::new();
     for v in &inst.vips {
         vips.push(
@@ -389,6 +401,9 @@ directorGroups:
         assert!(e.message.contains("mixed"), "{e}");
         let bad = SEED.replace("vrid: 50", "vrid: 300");
         assert!(plan(&cfg(&bad), "ds1").is_err());
+        let bad = SEED.replace("preempt: false", "preempt: false\n          useVmac: true");
+        let e = plan(&cfg(&bad), "ds1").unwrap_err();
+        assert!(e.message.contains("useVmac"), "{e}");
         let bad = SEED.replace("name: gw}", "name: nope}");
         let e = plan(&cfg(&bad), "ds1").unwrap_err();
         assert!(e.message.contains("nope"), "{e}");
