@@ -81,7 +81,12 @@ fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             // For now the director runs VRRP only; IPVS and checks join later.
-            tokio::runtime::Runtime::new()?.block_on(run_vrrp(planned, sync_groups))
+            // One thread: VRRP wakes often and briefly, and a single thread
+            // keeps its wake-ups cheap on a loaded machine.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(run_vrrp(planned, sync_groups))
         }
         Role::Realserver { config, check } => {
             let cfg = lb_agent::config::load_realserver(&config)
