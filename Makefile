@@ -20,8 +20,10 @@ deps:
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
+# The kernel suite has `test = false`, which --all-targets leaves out: lint it too.
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p integration-tests --test kernel -- -D warnings
 
 # Unit, in-process and network-namespace tests on the host (needs root).
 test-host:
