@@ -699,8 +699,9 @@ fn parse_wire(frames: &[Vec<u8>]) -> Wire {
 // switch ports isolated from each other) makes d2 master too, then the
 // partition heals.
 // Out: every advert on the wire has TTL 255 and a checksum that verifies;
-// after healing a single master (d1) remains and it sent gratuitous ARP for
-// the VIP again after the heal.
+// each new master (d1 at start, d2 in the partition) sent gratuitous ARP for
+// the VIP; after healing a single master (d1) remains and it sent
+// gratuitous ARP again after the heal.
 #[test]
 fn partition_heals_to_one_master_with_fresh_garp_and_clean_packets() -> Result<()> {
     let lab = Lab::new("vrrp-part")?;
@@ -717,6 +718,12 @@ fn partition_heals_to_one_master_with_fresh_garp_and_clean_packets() -> Result<(
         std::thread::sleep(Duration::from_millis(200));
         count_garps(&cap)?
     };
+    // d1's burst when it became master and d2's when it took over in the
+    // partition (3 each, the group's garp.repeat).
+    ensure!(
+        garps_before >= 6,
+        "{garps_before} gratuitous ARPs before the heal, expected d1's 3 and d2's 3"
+    );
     isolate(&lab, &["d1", "d2"], false)?;
     wait_single_master(&d, 0, Duration::from_secs(3))?;
     stays(&d, 0, Duration::from_millis(500))?;
