@@ -36,7 +36,8 @@ enum Role {
         /// Configuration file (a RealServerConfig, in YAML).
         #[arg(long, short)]
         config: PathBuf,
-        /// Check the configuration and exit.
+        /// Preflight: check the configuration, the kernel features it needs
+        /// and conflicts, change nothing, exit non-zero if something blocks.
         #[arg(long)]
         check: bool,
     },
@@ -88,15 +89,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?
                 .block_on(run_vrrp(planned, sync_groups))
         }
-        Role::Realserver { config, check } => {
-            let cfg = lb_agent::config::load_realserver(&config)
-                .with_context(|| format!("reading {}", config.display()))?;
-            tracing::info!(vips = cfg.vips.len(), "configuration read");
-            if check {
-                return Ok(());
-            }
-            anyhow::bail!("the realserver role does not run yet: only --check is available")
-        }
+        Role::Realserver { config, check } => realserver(&config, check),
     }
 }
 
@@ -122,7 +115,7 @@ async fn run_vrrp(
     lb_agent::vrrp::run(
         planned,
         &sync_groups,
-        std::sync::Arc::new(lb_agent::vrrp::vips::IpCommand),
+        std::sync::Arc::new(lb_agent::netif::Rtnl::connect()?),
         &Default::default(),
         events_tx,
         shutdown_rx,
@@ -142,4 +135,51 @@ fn init_tracing(format: &str) {
     } else {
         builder.init();
     }
+}
+
+/// `lb-agent realserver`: runs until SIGTERM or SIGINT, then undoes every change.
+fn realserver(config: &std::path::Path, check: bool) -> anyhow::Result<()> {
+    use lb_agent::realserver::{RealServer, check as preflight, desired::Desired, kernel::Kernel};
+
+    let cfg = lb_agent::config::load_realserver(config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    let desired = Desired::from_config(&cfg).with_context(|| format!("{}", config.display()))?;
+    tracing::info!(node = %desired.node, vips = desired.vips.len(), "configuration read");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        if check {
+            let kernel = Kernel::connect()?;
+            let facts = preflight::gather(&kernel, &desired).await?;
+            let findings = preflight::assess(&desired, &facts);
+            for f in &findings {
+                println!("{f}");
+            }
+            let blocking = findings.iter().filter(|f| f.blocking).count();
+            if blocking > 0 {
+                anyhow::bail!("{blocking} blocking problem(s): the real-server agent cannot hold its VIPs here");
+            }
+            println!("preflight passed");
+            return Ok(());
+        }
+        // Handlers first: a SIGTERM from now on leads to the undo.
+        let shutdown = shutdown_signal()?;
+        let agent = RealServer::new(desired)?;
+        agent.run(shutdown).await?;
+        Ok(())
+    })
+}
+
+/// Installs the SIGTERM and SIGINT handlers now; the future completes on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+    })
 }

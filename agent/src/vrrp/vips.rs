@@ -1,13 +1,16 @@
 //! Putting the VIPs on the interface and taking them off.
 //!
-//! The instance task talks to a [`VipBackend`]. [`IpCommand`] is an interim
-//! backend that runs iproute2's `ip address`; the rtnetlink client of
-//! `netif::addresses` is meant to implement the trait in its place.
+//! The instance task talks to a [`VipBackend`]: the rtnetlink client of
+//! `netif` ([`Rtnl`]) on the director, or [`IpCommand`] (iproute2's `ip
+//! address`) where no netlink socket is wanted.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+
+use crate::netif::Rtnl;
+use crate::netif::addresses::AddressSpec;
 
 /// A virtual address with its prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,7 +83,49 @@ pub trait VipBackend: Send + Sync + 'static {
     fn remove<'a>(&'a self, ifname: &'a str, vip: Vip) -> BoxFuture<'a, Result<(), VipError>>;
 }
 
-/// Interim backend: `ip address add|del`.
+impl VipBackend for Rtnl {
+    fn add<'a>(
+        &'a self,
+        ifname: &'a str,
+        vip: Vip,
+        label: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), VipError>> {
+        Box::pin(async move {
+            let spec = AddressSpec {
+                address: vip.address,
+                prefix_len: vip.prefix_len,
+                label: label.map(str::to_string),
+                // A VIP must work at once on a new master, not after DAD.
+                nodad: vip.address.is_ipv6(),
+            };
+            self.add_address(ifname, &spec)
+                .await
+                .map(|_| ())
+                .map_err(|e| VipError {
+                    op: "add",
+                    vip,
+                    ifname: ifname.to_string(),
+                    message: e.to_string(),
+                })
+        })
+    }
+
+    fn remove<'a>(&'a self, ifname: &'a str, vip: Vip) -> BoxFuture<'a, Result<(), VipError>> {
+        Box::pin(async move {
+            self.del_address(ifname, vip.address, vip.prefix_len)
+                .await
+                .map(|_| ())
+                .map_err(|e| VipError {
+                    op: "remove",
+                    vip,
+                    ifname: ifname.to_string(),
+                    message: e.to_string(),
+                })
+        })
+    }
+}
+
+/// `ip address add|del` (iproute2).
 #[derive(Debug, Clone, Default)]
 pub struct IpCommand;
 

@@ -7,4 +7,5 @@
 //!
 //! One module per area; add yours as a `mod` line below.
 
+mod realserver_tun;
 mod smoke_dr;
