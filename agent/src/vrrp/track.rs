@@ -122,8 +122,11 @@ pub struct Tracked {
     pub weight: i32,
 }
 
-/// How often interface links are polled.
+/// How often interface links are polled when rtnetlink notifications are
+/// not available.
 pub const LINK_POLL: Duration = Duration::from_millis(20);
+/// How often interface links are re-read besides the notifications.
+pub const LINK_RECHECK: Duration = Duration::from_secs(1);
 
 /// Whether `ifname` is up with carrier, from sysfs.
 pub fn link_up(ifname: &str) -> bool {
@@ -229,10 +232,37 @@ pub fn sync_group(own: Vec<watch::Receiver<Tracking>>) -> Vec<watch::Receiver<Tr
 async fn observe(i: usize, source: Source, mut last: bool, tx: mpsc::Sender<(usize, bool)>) {
     match source {
         Source::Interface { name } => {
-            let mut tick = tokio::time::interval(LINK_POLL);
+            // Link changes arrive from rtnetlink; sysfs is read when one does,
+            // and polled slowly besides (every LINK_POLL without netlink).
+            let mut watch = crate::netif::links::Watch::subscribe()
+                .inspect_err(|e| tracing::warn!(error = %e, "no link notifications; polling"))
+                .ok();
+            let period = if watch.is_some() {
+                LINK_RECHECK
+            } else {
+                LINK_POLL
+            };
+            let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
-                tick.tick().await;
+                match watch.as_mut() {
+                    Some(w) => {
+                        tokio::select! {
+                            change = w.next() => match change {
+                                Some(crate::netif::links::Change::Link) => {}
+                                Some(_) => continue,
+                                None => {
+                                    watch = None;
+                                    tick = tokio::time::interval(LINK_POLL);
+                                }
+                            },
+                            _ = tick.tick() => {}
+                        }
+                    }
+                    None => {
+                        tick.tick().await;
+                    }
+                }
                 let up = link_up(&name);
                 if up != last {
                     tracing::info!(interface = %name, up, "tracked interface changed");
