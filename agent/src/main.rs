@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use lb_proto::v1::NodeRole;
 
 /// The lb agent: runs on each director or real server.
 #[derive(Parser, Debug)]
@@ -46,20 +47,81 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log_format);
     match cli.role {
-        Role::Director { config, check, .. } => {
+        Role::Director {
+            config,
+            check,
+            node,
+        } => {
             let cfg = lb_agent::config::load_director(&config)?;
             tracing::info!(
                 groups = cfg.director_groups.len(),
                 services = cfg.services.len(),
                 "configuration read"
             );
+            let node = node.unwrap_or_else(|| cfg.node.clone());
+            if check && node.is_empty() {
+                // No node given: check the VRRP settings of every director.
+                for n in cfg
+                    .nodes
+                    .iter()
+                    .filter(|n| n.role == NodeRole::Director as i32)
+                {
+                    let planned = lb_agent::vrrp::config::plan(&cfg, &n.name)?;
+                    lb_agent::vrrp::config::sync_groups(&cfg, &planned)?;
+                }
+                return Ok(());
+            }
+            anyhow::ensure!(
+                !node.is_empty(),
+                "{}: no node name: set `node` in the file or pass --node",
+                config.display()
+            );
+            let planned = lb_agent::vrrp::config::plan(&cfg, &node)?;
+            let sync_groups = lb_agent::vrrp::config::sync_groups(&cfg, &planned)?;
             if check {
                 return Ok(());
             }
-            anyhow::bail!("the director role does not run yet: only --check is available")
+            // For now the director runs VRRP only; IPVS and checks join later.
+            // One thread: VRRP wakes often and briefly, and a single thread
+            // keeps its wake-ups cheap on a loaded machine.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(run_vrrp(planned, sync_groups))
         }
         Role::Realserver { config, check } => realserver(&config, check),
     }
+}
+
+/// Runs the VRRP instances until SIGTERM or SIGINT, then stops them cleanly
+/// (priority 0, VIPs removed).
+async fn run_vrrp(
+    planned: Vec<lb_agent::vrrp::config::Planned>,
+    sync_groups: Vec<Vec<usize>>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stopping");
+        let _ = shutdown_tx.send(true);
+    });
+    let (events_tx, _) = tokio::sync::broadcast::channel(256);
+    lb_agent::vrrp::run(
+        planned,
+        &sync_groups,
+        std::sync::Arc::new(lb_agent::netif::Rtnl::connect()?),
+        &Default::default(),
+        events_tx,
+        shutdown_rx,
+    )
+    .await?;
+    Ok(())
 }
 
 fn init_tracing(format: &str) {
