@@ -5,3 +5,4 @@
 //! the agents over `AgentSync`.
 
 pub mod server;
+pub mod store;

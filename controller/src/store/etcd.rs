@@ -1,0 +1,259 @@
+//! The etcd store.
+//!
+//! Keys under a configurable prefix (`/lb` by default):
+//!
+//! ```text
+//! {prefix}/topology             current record (JSON); its etcd version is our revision
+//! {prefix}/history/{revision}   every record, revision zero-padded to 20 digits
+//! {prefix}/readiness/{node}     JSON list of the node's ready VIPs
+//! ```
+//!
+//! A commit is one transaction: if the version of `{prefix}/topology` equals
+//! the expected revision, put the new record there and under `history/`.
+//! etcd bumps a key's version by one on every put and we never delete the key,
+//! so the version is exactly our revision and the compare is the
+//! compare-and-swap.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, SortOrder, SortTarget, Txn,
+    TxnOp, WatchOptions,
+};
+use futures::StreamExt;
+
+use super::{
+    Change, Readiness, Record, Store, StoreError, StoreEvent, WatchStream, decode, encode,
+};
+
+/// An etcd-backed store.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+}
+
+fn map_err(e: etcd_client::Error) -> StoreError {
+    use etcd_client::Error as E;
+    match e {
+        E::GRpcStatus(status)
+            if matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ) || (status.code() == tonic::Code::Unknown
+                && status.message().contains("transport error")) =>
+        {
+            StoreError::Unavailable(status.message().to_string())
+        }
+        E::TransportError(e) => StoreError::Unavailable(e.to_string()),
+        E::IoError(e) => StoreError::Unavailable(e.to_string()),
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+impl EtcdStore {
+    /// Connects to etcd at `endpoints` ("http://127.0.0.1:2379"); every key
+    /// lives under `prefix`. Requests time out after `timeout`, so a stopped
+    /// etcd makes calls fail quickly with [`StoreError::Unavailable`].
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(2), timeout);
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(map_err)?;
+        Ok(EtcdStore {
+            client,
+            prefix: prefix.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The etcd client, for other users of the same connection (status
+    /// leases, leader election).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn topology_key(&self) -> String {
+        format!("{}/topology", self.prefix)
+    }
+
+    fn history_key(&self, revision: u64) -> String {
+        format!("{}/history/{revision:020}", self.prefix)
+    }
+
+    fn readiness_prefix(&self) -> String {
+        format!("{}/readiness/", self.prefix)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    async fn current(&self) -> Result<Record, StoreError> {
+        let key = self.topology_key();
+        let resp = self
+            .client
+            .kv_client()
+            .get(key.as_str(), None)
+            .await
+            .map_err(map_err)?;
+        match resp.kvs().first() {
+            Some(kv) => decode(&key, kv.value()),
+            None => Ok(Record::empty()),
+        }
+    }
+
+    async fn commit(&self, expected: u64, change: Change) -> Result<Record, StoreError> {
+        let record = Record {
+            revision: expected + 1,
+            author: change.author,
+            time_ms: change.time_ms,
+            message: change.message,
+            topology: change.topology,
+        };
+        let bytes = encode(&record)?;
+        let key = self.topology_key();
+        let version = i64::try_from(expected)
+            .map_err(|_| StoreError::Backend(format!("revision {expected} out of range")))?;
+        let txn = Txn::new()
+            .when([Compare::version(key.as_str(), CompareOp::Equal, version)])
+            .and_then([
+                TxnOp::put(key.as_str(), bytes.clone(), None),
+                TxnOp::put(self.history_key(record.revision), bytes, None),
+            ])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let resp = self.client.kv_client().txn(txn).await.map_err(map_err)?;
+        if resp.succeeded() {
+            return Ok(record);
+        }
+        let actual = resp
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                etcd_client::TxnOpResponse::Get(get) => {
+                    Some(get.kvs().first().map_or(0, |kv| kv.version() as u64))
+                }
+                _ => None,
+            })
+            .unwrap_or(0);
+        Err(StoreError::Conflict { expected, actual })
+    }
+
+    async fn history(&self, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let prefix = format!("{}/history/", self.prefix);
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Key, SortOrder::Descend)
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let resp = self
+            .client
+            .kv_client()
+            .get(prefix.as_str(), Some(options))
+            .await
+            .map_err(map_err)?;
+        resp.kvs()
+            .iter()
+            .map(|kv| decode(&String::from_utf8_lossy(kv.key()), kv.value()))
+            .collect()
+    }
+
+    async fn at(&self, revision: u64) -> Result<Option<Record>, StoreError> {
+        let key = self.history_key(revision);
+        let resp = self
+            .client
+            .kv_client()
+            .get(key.as_str(), None)
+            .await
+            .map_err(map_err)?;
+        resp.kvs()
+            .first()
+            .map(|kv| decode(&key, kv.value()))
+            .transpose()
+    }
+
+    async fn set_readiness(&self, node: &str, vips: BTreeSet<String>) -> Result<(), StoreError> {
+        let key = format!("{}{node}", self.readiness_prefix());
+        self.client
+            .kv_client()
+            .put(key, encode(&vips)?, None)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn readiness(&self) -> Result<Readiness, StoreError> {
+        let prefix = self.readiness_prefix();
+        let resp = self
+            .client
+            .kv_client()
+            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(map_err)?;
+        let mut out = Readiness::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).to_string();
+            let node = key.trim_start_matches(&prefix).to_string();
+            out.insert(node, decode(&key, kv.value())?);
+        }
+        Ok(out)
+    }
+
+    async fn watch(&self) -> Result<WatchStream, StoreError> {
+        let topology_key = self.topology_key();
+        let readiness_prefix = self.readiness_prefix();
+        let stream = self
+            .client
+            .watch_client()
+            .watch(
+                format!("{}/", self.prefix),
+                Some(WatchOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(map_err)?;
+        let events = stream.flat_map(move |resp| {
+            let items: Vec<Result<StoreEvent, StoreError>> = match resp {
+                Err(e) => vec![Err(map_err(e))],
+                Ok(resp) if resp.canceled() => vec![Err(StoreError::Unavailable(format!(
+                    "watch canceled: {}",
+                    resp.cancel_reason()
+                )))],
+                Ok(resp) => resp
+                    .events()
+                    .iter()
+                    .filter(|ev| ev.event_type() == EventType::Put)
+                    .filter_map(|ev| {
+                        let kv = ev.kv()?;
+                        let key = String::from_utf8_lossy(kv.key()).to_string();
+                        if key == topology_key {
+                            Some(decode(&key, kv.value()).map(StoreEvent::Topology))
+                        } else if let Some(node) = key.strip_prefix(&readiness_prefix) {
+                            Some(decode(&key, kv.value()).map(|vips| StoreEvent::Readiness {
+                                node: node.to_string(),
+                                vips,
+                            }))
+                        } else {
+                            None
+                        }
+                    })
+                    .collect(),
+            };
+            futures::stream::iter(items)
+        });
+        Ok(events.boxed())
+    }
+
+    fn kind(&self) -> &'static str {
+        "etcd"
+    }
+}
