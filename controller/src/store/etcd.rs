@@ -237,13 +237,13 @@ impl Store for EtcdStore {
                         let key = String::from_utf8_lossy(kv.key()).to_string();
                         if key == topology_key {
                             Some(decode(&key, kv.value()).map(StoreEvent::Topology))
-                        } else if let Some(node) = key.strip_prefix(&readiness_prefix) {
-                            Some(decode(&key, kv.value()).map(|vips| StoreEvent::Readiness {
-                                node: node.to_string(),
-                                vips,
-                            }))
                         } else {
-                            None
+                            key.strip_prefix(&readiness_prefix).map(|node| {
+                                decode(&key, kv.value()).map(|vips| StoreEvent::Readiness {
+                                    node: node.to_string(),
+                                    vips,
+                                })
+                            })
                         }
                     })
                     .collect(),
