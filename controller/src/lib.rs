@@ -6,3 +6,5 @@
 
 pub mod server;
 pub mod store;
+pub mod topology;
+pub mod validate;
