@@ -4,6 +4,7 @@
 //! validates every change, plans each node's desired state and pushes it to
 //! the agents over `AgentSync`.
 
+pub mod plan;
 pub mod server;
 pub mod store;
 pub mod topology;
