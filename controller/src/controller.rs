@@ -1,0 +1,428 @@
+//! The controller's operations: apply, read, history, rollback, status, and
+//! the tasks that keep the fleet's view of the store current.
+//!
+//! ```text
+//!   api (ControllerService) ─► Controller::apply ─► validate ─► store.commit ─┐
+//!                                                                          ▼
+//!   store watch task ───────────────────────────────────────────► fleet.set_topology
+//!   agent sessions (AgentSync) ──► fleet.on_message ─► store.set_readiness
+//!   tick task (every keepalive) ─► fleet.reconcile (retries deferred pushes)
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use lb_proto::v1::{DesiredState, NodePlan, ObjectKind, Topology, ValidationIssue, object};
+use tokio::sync::broadcast;
+
+use crate::change::{self, Edit, EditError};
+use crate::fleet::Fleet;
+use crate::plan;
+use crate::store::{Change, Record, Store, StoreError, StoreEvent};
+use crate::validate::{self, Issue, Report};
+
+/// Settings of a controller replica.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Name of this replica in status ("host:port").
+    pub replica: String,
+    /// Keepalive interval on agent streams; a stream silent for three
+    /// intervals is dead.
+    pub keepalive: Duration,
+    /// Epoch pushed with every state until a leader term sets another.
+    pub epoch: u64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            replica: "controller".to_string(),
+            keepalive: Duration::from_secs(5),
+            epoch: 1,
+        }
+    }
+}
+
+/// A change request, translated from the API.
+#[derive(Debug, Clone)]
+pub struct ChangeRequest {
+    /// What to change.
+    pub edit: Edit,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Compare-and-swap revision; 0 for none.
+    pub expected_revision: u64,
+    /// Allow removing every real server of a service.
+    pub force: bool,
+    /// Who asks.
+    pub author: String,
+    /// History message.
+    pub message: String,
+}
+
+/// What a change did (or would do).
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOutcome {
+    /// Revision after the change (the current one for a dry run or no-op).
+    pub revision: u64,
+    /// Whether anything changed (or would change, for a dry run).
+    pub changed: bool,
+    /// Nodes whose state changes, with a readable diff.
+    pub plans: Vec<NodePlan>,
+    /// Validation warnings.
+    pub warnings: Vec<Issue>,
+}
+
+/// An operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The topology is invalid; nothing was written.
+    #[error("the topology is invalid; nothing was written:\n{0}")]
+    Invalid(Report),
+    /// The request cannot be carried out.
+    #[error(transparent)]
+    Edit(#[from] EditError),
+    /// A revision asked for does not exist.
+    #[error("revision {0} does not exist")]
+    NoSuchRevision(u64),
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    fleet: Fleet,
+    config: ControllerConfig,
+}
+
+/// A controller replica.
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// How many times an apply without an expected revision retries after losing
+/// a race with another writer.
+const APPLY_RETRIES: usize = 8;
+
+impl Controller {
+    /// Loads the current topology and readiness and starts the background
+    /// tasks (store watch, periodic reconcile); they end when the last clone
+    /// of the controller is dropped.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        config: ControllerConfig,
+    ) -> Result<Controller, StoreError> {
+        let record = store.current().await?;
+        let readiness = store.readiness().await?;
+        let fleet = Fleet::new(&config.replica, record, readiness, config.epoch);
+        let controller = Controller {
+            inner: Arc::new(Inner {
+                store,
+                fleet,
+                config,
+            }),
+        };
+        tokio::spawn(watch_store(Arc::downgrade(&controller.inner)));
+        tokio::spawn(tick(Arc::downgrade(&controller.inner)));
+        Ok(controller)
+    }
+
+    /// The agents.
+    pub fn fleet(&self) -> &Fleet {
+        &self.inner.fleet
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The replica's settings.
+    pub fn config(&self) -> &ControllerConfig {
+        &self.inner.config
+    }
+
+    /// Validates and stores a change (or plans it, for a dry run).
+    pub async fn apply(&self, request: ChangeRequest) -> Result<ApplyOutcome, ControllerError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = self.inner.store.current().await?;
+            if request.expected_revision != 0 && request.expected_revision != current.revision {
+                return Err(StoreError::Conflict {
+                    expected: request.expected_revision,
+                    actual: current.revision,
+                }
+                .into());
+            }
+            let topology = change::apply(&current.topology, &request.edit)?;
+            let report = validate::validate(&topology, &current.topology, request.force);
+            if !report.is_ok() {
+                return Err(ControllerError::Invalid(report));
+            }
+            let changed = topology != current.topology;
+            let revision = if changed {
+                current.revision + 1
+            } else {
+                current.revision
+            };
+            let plans = self.plans(&topology, revision);
+            if request.dry_run || !changed {
+                return Ok(ApplyOutcome {
+                    revision: current.revision,
+                    changed,
+                    plans,
+                    warnings: report.warnings,
+                });
+            }
+            let change = Change {
+                author: request.author.clone(),
+                time_ms: now_ms(),
+                message: request.message.clone(),
+                topology,
+            };
+            match self.inner.store.commit(current.revision, change).await {
+                Ok(record) => {
+                    tracing::info!(
+                        revision = record.revision,
+                        author = %record.author,
+                        message = %record.message,
+                        "topology stored"
+                    );
+                    self.inner.fleet.set_topology(record);
+                    return Ok(ApplyOutcome {
+                        revision,
+                        changed,
+                        plans,
+                        warnings: report.warnings,
+                    });
+                }
+                Err(StoreError::Conflict { .. })
+                    if request.expected_revision == 0 && attempt < APPLY_RETRIES =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Per-node plans of the nodes whose state would change.
+    fn plans(&self, topology: &Topology, revision: u64) -> Vec<NodePlan> {
+        let baseline = self.inner.fleet.baseline();
+        let planned = self.inner.fleet.plan_for(topology, revision);
+        planned
+            .into_iter()
+            .filter_map(|(node, desired)| {
+                let old = baseline.get(&node);
+                if old.is_some_and(|o| plan::same_config(o, &desired)) {
+                    return None;
+                }
+                Some(NodePlan {
+                    diff: plan::diff(old, &desired),
+                    node,
+                    desired: Some(desired),
+                })
+            })
+            .collect()
+    }
+
+    /// The current record, from the store.
+    pub async fn current(&self) -> Result<Record, ControllerError> {
+        Ok(self.inner.store.current().await?)
+    }
+
+    /// One object by kind and name.
+    pub async fn get(&self, kind: ObjectKind, name: &str) -> Result<object::Kind, ControllerError> {
+        let record = self.current().await?;
+        let t = &record.topology;
+        let found = match kind {
+            ObjectKind::Node => t
+                .nodes
+                .iter()
+                .find(|n| n.name == name)
+                .cloned()
+                .map(object::Kind::Node),
+            ObjectKind::DirectorGroup => t
+                .director_groups
+                .iter()
+                .find(|g| g.name == name)
+                .cloned()
+                .map(object::Kind::DirectorGroup),
+            ObjectKind::Service => t
+                .services
+                .iter()
+                .find(|s| s.name == name)
+                .cloned()
+                .map(object::Kind::Service),
+            ObjectKind::Unspecified => {
+                return Err(EditError::Invalid("a kind is required".to_string()).into());
+            }
+        };
+        found.ok_or_else(|| {
+            EditError::NotFound {
+                kind: match kind {
+                    ObjectKind::Node => "node",
+                    ObjectKind::DirectorGroup => "director group",
+                    _ => "service",
+                },
+                name: name.to_string(),
+            }
+            .into()
+        })
+    }
+
+    /// Every object of a kind (all kinds when unspecified), and the revision read.
+    pub async fn list(
+        &self,
+        kind: ObjectKind,
+    ) -> Result<(u64, Vec<object::Kind>), ControllerError> {
+        let record = self.current().await?;
+        let t = record.topology;
+        let all = matches!(kind, ObjectKind::Unspecified);
+        let mut out = Vec::new();
+        if all || kind == ObjectKind::Node {
+            out.extend(t.nodes.into_iter().map(object::Kind::Node));
+        }
+        if all || kind == ObjectKind::DirectorGroup {
+            out.extend(
+                t.director_groups
+                    .into_iter()
+                    .map(object::Kind::DirectorGroup),
+            );
+        }
+        if all || kind == ObjectKind::Service {
+            out.extend(t.services.into_iter().map(object::Kind::Service));
+        }
+        Ok((record.revision, out))
+    }
+
+    /// The last `limit` revisions, newest first.
+    pub async fn history(&self, limit: usize) -> Result<Vec<Record>, ControllerError> {
+        Ok(self.inner.store.history(limit).await?)
+    }
+
+    /// Makes revision `revision`'s topology current again, as a new revision.
+    pub async fn rollback(
+        &self,
+        revision: u64,
+        expected_revision: u64,
+        dry_run: bool,
+        author: String,
+    ) -> Result<ApplyOutcome, ControllerError> {
+        let record = self
+            .inner
+            .store
+            .at(revision)
+            .await?
+            .ok_or(ControllerError::NoSuchRevision(revision))?;
+        self.apply(ChangeRequest {
+            edit: Edit::Replace(record.topology),
+            dry_run,
+            expected_revision,
+            // The operator names a topology that was valid and in service.
+            force: true,
+            author,
+            message: format!("rollback to revision {revision}"),
+        })
+        .await
+    }
+
+    /// Status of the named nodes (all when empty), with the current revision.
+    pub fn status(&self, nodes: &[String]) -> (u64, Vec<lb_proto::v1::NodeStatus>) {
+        (
+            self.inner.fleet.record().revision,
+            self.inner.fleet.status(nodes),
+        )
+    }
+
+    /// Events as they happen.
+    pub fn events(&self) -> broadcast::Receiver<lb_proto::v1::Event> {
+        self.inner.fleet.subscribe()
+    }
+
+    /// The desired state of every node now, as the fleet plans it.
+    pub fn desired(&self) -> BTreeMap<String, DesiredState> {
+        let record = self.inner.fleet.record();
+        self.inner.fleet.plan_for(&record.topology, record.revision)
+    }
+}
+
+impl From<Issue> for ValidationIssue {
+    fn from(i: Issue) -> Self {
+        ValidationIssue {
+            object: i.object,
+            field: i.field,
+            message: i.message,
+        }
+    }
+}
+
+/// Keeps the fleet's topology and readiness in step with the store, across
+/// store outages.
+async fn watch_store(inner: Weak<Inner>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(this) = inner.upgrade() else { return };
+        let store = this.store.clone();
+        drop(this);
+        let result: Result<(), StoreError> = async {
+            let mut watch = store.watch().await?;
+            let record = store.current().await?;
+            let readiness = store.readiness().await?;
+            {
+                let Some(this) = inner.upgrade() else {
+                    return Ok(());
+                };
+                this.fleet.set_topology(record);
+                this.fleet.replace_readiness(readiness);
+            }
+            backoff = Duration::from_millis(100);
+            while let Some(event) = watch.next().await {
+                let Some(this) = inner.upgrade() else {
+                    return Ok(());
+                };
+                match event? {
+                    StoreEvent::Topology(record) => this.fleet.set_topology(record),
+                    StoreEvent::Readiness { node, vips } => this.fleet.set_readiness(&node, vips),
+                }
+            }
+            Err(StoreError::Unavailable("watch ended".to_string()))
+        }
+        .await;
+        if inner.strong_count() == 0 {
+            return;
+        }
+        if let Err(e) = result {
+            tracing::warn!(error = %e, retry_in = ?backoff, "store watch failed");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Retries deferred pushes.
+async fn tick(inner: Weak<Inner>) {
+    let period = match inner.upgrade() {
+        Some(this) => this.config.keepalive,
+        None => return,
+    };
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(this) = inner.upgrade() else { return };
+        this.fleet.reconcile();
+    }
+}
