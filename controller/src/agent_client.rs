@@ -187,7 +187,8 @@ async fn session<A: Applier>(
         .send(msg(agent_message::Msg::Hello(hello)))
         .await
         .map_err(|e| stream_err(e.to_string()))?;
-    if let Some(status) = status_rx.borrow_and_update().clone() {
+    let current = status_rx.borrow_and_update().clone();
+    if let Some(status) = current {
         let _ = out_tx.send(msg(agent_message::Msg::Status(status))).await;
     }
     let mut inbound = client
@@ -247,7 +248,8 @@ async fn session<A: Applier>(
                     status_open = false;
                     continue;
                 }
-                if let Some(status) = status_rx.borrow_and_update().clone() {
+                let current = status_rx.borrow_and_update().clone();
+                if let Some(status) = current {
                     out_tx.send(msg(agent_message::Msg::Status(status))).await.map_err(|e| stream_err(e.to_string()))?;
                 }
             }

@@ -193,22 +193,24 @@ impl ControllerService for Api {
         request: Request<WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let r = request.into_inner();
-        let stream = BroadcastStream::new(self.controller.events()).filter_map(move |e| {
-            let keep = match &e {
-                Ok(e) => {
-                    (r.kinds.is_empty() || r.kinds.iter().any(|k| k == event_kind(e)))
-                        && (r.node.is_empty() || r.node == e.node)
-                }
-                Err(_) => true,
-            };
-            let item = match e {
-                Ok(e) => Ok(e),
-                Err(lag) => Err(Status::data_loss(format!(
-                    "the watcher fell behind: {lag}; watch again"
-                ))),
-            };
-            futures::future::ready(keep.then_some(item))
-        });
+        let stream = BroadcastStream::new(self.controller.events())
+            .filter_map(move |e| {
+                let keep = match &e {
+                    Ok(e) => {
+                        (r.kinds.is_empty() || r.kinds.iter().any(|k| k == event_kind(e)))
+                            && (r.node.is_empty() || r.node == e.node)
+                    }
+                    Err(_) => true,
+                };
+                let item = match e {
+                    Ok(e) => Ok(e),
+                    Err(lag) => Err(Status::data_loss(format!(
+                        "the watcher fell behind: {lag}; watch again"
+                    ))),
+                };
+                futures::future::ready(keep.then_some(item))
+            })
+            .take_until(self.controller.closed());
         Ok(Response::new(Box::pin(stream)))
     }
 

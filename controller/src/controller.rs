@@ -96,6 +96,7 @@ struct Inner {
     store: Arc<dyn Store>,
     fleet: Fleet,
     config: ControllerConfig,
+    closing_tx: tokio::sync::watch::Sender<bool>,
 }
 
 /// A controller replica.
@@ -131,11 +132,40 @@ impl Controller {
                 store,
                 fleet,
                 config,
+                closing_tx: tokio::sync::watch::channel(false).0,
             }),
         };
-        tokio::spawn(watch_store(Arc::downgrade(&controller.inner)));
-        tokio::spawn(tick(Arc::downgrade(&controller.inner)));
+        let closed = controller.closed();
+        let watch = watch_store(Arc::downgrade(&controller.inner));
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = watch => {}
+                _ = closed => {}
+            }
+        });
+        let closed = controller.closed();
+        let tick = tick(Arc::downgrade(&controller.inner));
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tick => {}
+                _ = closed => {}
+            }
+        });
         Ok(controller)
+    }
+
+    /// Ends every agent stream and the background tasks (on shutdown, so
+    /// that a graceful server stop does not wait for streams that never end).
+    pub fn close(&self) {
+        self.inner.closing_tx.send_replace(true);
+    }
+
+    /// Resolves once [`Controller::close`] was called.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing_rx = self.inner.closing_tx.subscribe();
+        async move {
+            let _ = closing_rx.wait_for(|closing| *closing).await;
+        }
     }
 
     /// The agents.

@@ -268,9 +268,7 @@ impl Fleet {
         match message.msg? {
             agent_message::Msg::Hello(_) | agent_message::Msg::Keepalive(_) => None,
             agent_message::Msg::Ack(ack) => {
-                let Some(pushed) = agent.pushed.as_ref() else {
-                    return None;
-                };
+                let pushed = agent.pushed.as_ref()?;
                 if (pushed.epoch, pushed.revision) != (ack.epoch, ack.revision) {
                     // An ack of an earlier push; the latest is still pending.
                     return None;

@@ -47,8 +47,11 @@ pub async fn run(
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(ControllerServiceServer::new(Api::new(controller.clone())))
-        .add_service(AgentSyncServer::new(SyncService::new(controller)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .add_service(AgentSyncServer::new(SyncService::new(controller.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            controller.close();
+        })
         .await?;
     Ok(())
 }

@@ -107,8 +107,11 @@ async fn session(
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let closed = controller.closed();
+    tokio::pin!(closed);
     let reason = loop {
         tokio::select! {
+            _ = &mut closed => break "controller shutting down".to_string(),
             message = inbound.message() => match message {
                 Ok(Some(message)) => {
                     last_heard = Instant::now();

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod harness;
 
 use std::sync::Arc;
 use std::time::Duration;
