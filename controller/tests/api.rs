@@ -37,7 +37,11 @@ async fn apply_stores_and_reports_plans(backend: support::Backend) {
     assert!(r.changed);
     let nodes: Vec<&str> = r.plans.iter().map(|p| p.node.as_str()).collect();
     assert_eq!(nodes, vec!["ds1", "ds2", "rs1", "rs2"]);
-    assert!(r.plans[0].diff.contains("+ service dns"), "{}", r.plans[0].diff);
+    assert!(
+        r.plans[0].diff.contains("+ service dns"),
+        "{}",
+        r.plans[0].diff
+    );
     let stored = backend.store.current().await.unwrap();
     assert_eq!(stored.revision, 1);
     assert_eq!(stored.author, "alice@laptop");
@@ -75,9 +79,16 @@ async fn invalid_topology_writes_nothing(backend: support::Backend) {
     client.apply(whole(support::seed(), "seed")).await.unwrap();
     let mut empty = support::seed();
     empty.services[0].real_servers.clear();
-    let err = client.apply(whole(empty.clone(), "empty")).await.unwrap_err();
+    let err = client
+        .apply(whole(empty.clone(), "empty"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("apply with force"), "{}", err.message());
+    assert!(
+        err.message().contains("apply with force"),
+        "{}",
+        err.message()
+    );
     assert_eq!(backend.store.current().await.unwrap().revision, 1);
     let mut forced = whole(empty, "empty, forced");
     forced.force = true;
@@ -107,7 +118,8 @@ async fn dry_run_plans_and_writes_nothing(backend: support::Backend) {
     let nodes: Vec<&str> = r.plans.iter().map(|p| p.node.as_str()).collect();
     assert_eq!(nodes, vec!["ds1", "ds2"]);
     assert!(
-        r.plans[0].diff.contains("~ service dns") && r.plans[0].diff.contains("  + scheduler: rr\n"),
+        r.plans[0].diff.contains("~ service dns")
+            && r.plans[0].diff.contains("  + scheduler: rr\n"),
         "{}",
         r.plans[0].diff
     );
@@ -125,7 +137,10 @@ async fn expected_revision_is_compare_and_swap(backend: support::Backend) {
     stale.expected_revision = 7;
     let err = client.apply(stale).await.unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
-    assert!(err.message().contains("expects revision 7 but the store is at 1"));
+    assert!(
+        err.message()
+            .contains("expects revision 7 but the store is at 1")
+    );
     let mut good = whole(t, "cas");
     good.expected_revision = 1;
     assert_eq!(client.apply(good).await.unwrap().into_inner().revision, 2);
@@ -178,7 +193,11 @@ async fn objects_get_list_delete(backend: support::Backend) {
         .unwrap()
         .into_inner();
     assert_eq!((list.revision, list.objects.len()), (2, 2));
-    let all = client.list(ListRequest { kind: 0 }).await.unwrap().into_inner();
+    let all = client
+        .list(ListRequest { kind: 0 })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(all.objects.len(), 4 + 1 + 2);
     // Deleting a node still referenced is refused by validation.
     let err = client
@@ -190,7 +209,11 @@ async fn objects_get_list_delete(backend: support::Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("node 'rs1' does not exist"), "{}", err.message());
+    assert!(
+        err.message().contains("node 'rs1' does not exist"),
+        "{}",
+        err.message()
+    );
     let r = client
         .delete(DeleteRequest {
             kind: ObjectKind::Service as i32,
@@ -202,7 +225,10 @@ async fn objects_get_list_delete(backend: support::Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(r.revision, 3);
-    assert_eq!(backend.store.current().await.unwrap().topology, support::seed());
+    assert_eq!(
+        backend.store.current().await.unwrap().topology,
+        support::seed()
+    );
 }
 
 async fn history_and_rollback(backend: support::Backend) {
@@ -224,7 +250,11 @@ async fn history_and_rollback(backend: support::Backend) {
         .collect();
     assert_eq!(messages, vec![(2, "use rr"), (1, "seed")]);
     assert!(h.revisions[0].time.unwrap().seconds > 1_600_000_000);
-    assert!(h.revisions[0].author.starts_with("127.0.0.1:"), "{}", h.revisions[0].author);
+    assert!(
+        h.revisions[0].author.starts_with("127.0.0.1:"),
+        "{}",
+        h.revisions[0].author
+    );
     let r = client
         .rollback(RollbackRequest {
             revision: 1,
@@ -365,7 +395,11 @@ async fn health_and_reflection_are_served() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(r.status(), tonic_health::pb::health_check_response::ServingStatus::Serving, "{service}");
+        assert_eq!(
+            r.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "{service}"
+        );
     }
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -386,6 +420,9 @@ async fn health_and_reflection_are_served() {
         panic!("{r:?}")
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"lb.v1.ControllerService".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"lb.v1.ControllerService".to_string()),
+        "{names:?}"
+    );
     assert!(names.contains(&"lb.v1.AgentSync".to_string()), "{names:?}");
 }
