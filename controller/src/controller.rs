@@ -97,6 +97,8 @@ struct Inner {
     fleet: Fleet,
     config: ControllerConfig,
     closing_tx: tokio::sync::watch::Sender<bool>,
+    /// Status other replicas shared, refreshed every tick.
+    shared: std::sync::Mutex<Vec<lb_proto::v1::NodeStatus>>,
 }
 
 /// A controller replica.
@@ -133,6 +135,7 @@ impl Controller {
                 fleet,
                 config,
                 closing_tx: tokio::sync::watch::channel(false).0,
+                shared: std::sync::Mutex::new(Vec::new()),
             }),
         };
         let closed = controller.closed();
@@ -370,10 +373,41 @@ impl Controller {
     }
 
     /// Status of the named nodes (all when empty), with the current revision.
+    /// An agent connected to another replica shows that replica's view
+    /// (shared through the store, at most one tick old).
     pub fn status(&self, nodes: &[String]) -> (u64, Vec<lb_proto::v1::NodeStatus>) {
+        let mut local: BTreeMap<String, lb_proto::v1::NodeStatus> = self
+            .inner
+            .fleet
+            .status(nodes)
+            .into_iter()
+            .map(|s| (s.node.clone(), s))
+            .collect();
+        let shared = self
+            .inner
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for remote in shared {
+            if remote.replica == self.inner.config.replica
+                || !remote.connected
+                || !(nodes.is_empty() || nodes.contains(&remote.node))
+            {
+                continue;
+            }
+            let seen = |s: &lb_proto::v1::NodeStatus| s.last_seen.map(|t| (t.seconds, t.nanos));
+            let keep_mine = local.get(&remote.node).is_some_and(|mine| {
+                mine.connected
+                    && (mine.replica == self.inner.config.replica || seen(mine) >= seen(&remote))
+            });
+            if !keep_mine {
+                local.insert(remote.node.clone(), remote);
+            }
+        }
         (
             self.inner.fleet.record().revision,
-            self.inner.fleet.status(nodes),
+            local.into_values().collect(),
         )
     }
 
@@ -442,7 +476,8 @@ async fn watch_store(inner: Weak<Inner>) {
     }
 }
 
-/// Retries deferred pushes.
+/// Every keepalive interval: retries deferred pushes, shares the status of
+/// this replica's agents and reads what the other replicas share.
 async fn tick(inner: Weak<Inner>) {
     let period = match inner.upgrade() {
         Some(this) => this.config.keepalive,
@@ -450,9 +485,42 @@ async fn tick(inner: Weak<Inner>) {
     };
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut published: std::collections::BTreeSet<String> = Default::default();
     loop {
         interval.tick().await;
         let Some(this) = inner.upgrade() else { return };
         this.fleet.reconcile();
+        let replica = this.config.replica.clone();
+        let local = this.fleet.connected_status();
+        let mut now_published = std::collections::BTreeSet::new();
+        for status in &local {
+            match this
+                .store
+                .publish_status(&replica, &status.node, Some(status))
+                .await
+            {
+                Ok(()) => {
+                    now_published.insert(status.node.clone());
+                }
+                Err(e) => {
+                    tracing::debug!(node = %status.node, error = %e, "sharing status failed");
+                    break;
+                }
+            }
+        }
+        let gone: Vec<String> = published.difference(&now_published).cloned().collect();
+        for node in gone {
+            if local.iter().any(|s| s.node == node) {
+                continue;
+            }
+            if let Err(e) = this.store.publish_status(&replica, &node, None).await {
+                tracing::debug!(%node, error = %e, "withdrawing status failed");
+                now_published.insert(node);
+            }
+        }
+        published = now_published;
+        if let Ok(shared) = this.store.shared_status().await {
+            *this.shared.lock().unwrap_or_else(|e| e.into_inner()) = shared;
+        }
     }
 }

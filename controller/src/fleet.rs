@@ -389,6 +389,16 @@ impl Fleet {
             .collect()
     }
 
+    /// Status of the agents whose stream this replica holds.
+    pub fn connected_status(&self) -> Vec<NodeStatus> {
+        self.lock()
+            .agents
+            .values()
+            .filter(|a| a.session.is_some())
+            .map(|a| a.status.clone())
+            .collect()
+    }
+
     fn reconcile_locked(&self, state: &mut State) {
         let plans = plan_locked(state, &state.record.topology, state.record.revision);
         for (name, agent) in state.agents.iter_mut() {

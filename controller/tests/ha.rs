@@ -186,3 +186,44 @@ async fn agent_fails_over_to_another_replica() {
     let st = b.controller.status(&["ds1".to_string()]).1;
     assert_eq!(st[0].replica, "b");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_reports_every_agent() {
+    let etcd = support::etcd::EtcdServer::start().await;
+    let a = Served::start(replica_store(&etcd).await, any_port(), "a").await;
+    let b = Served::start(replica_store(&etcd).await, any_port(), "b").await;
+    a.client()
+        .await
+        .apply(whole(support::seed(), "seed"))
+        .await
+        .unwrap();
+    let mut ds1 = FakeAgent::director(&a.url(), "ds1");
+    let mut rs1 = FakeAgent::realserver(&b.url(), "rs1");
+    ds1.next_applied().await;
+    rs1.next_applied().await;
+    // Through B's API: ds1 (held by A) is connected, as A sees it.
+    let mut client = b.client().await;
+    let mut last = None;
+    for _ in 0..100 {
+        let status = client
+            .status(StatusRequest {
+                nodes: vec!["ds1".into(), "rs1".into()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let ds1 = status.nodes.iter().find(|n| n.node == "ds1").cloned();
+        if ds1
+            .as_ref()
+            .is_some_and(|s| s.connected && s.replica == "a" && s.applied_revision == 1)
+        {
+            let rs1 = status.nodes.iter().find(|n| n.node == "rs1").unwrap();
+            assert!(rs1.connected);
+            assert_eq!(rs1.replica, "b");
+            return;
+        }
+        last = Some(status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("B never reported ds1 as connected to A: {last:?}");
+}

@@ -6,6 +6,8 @@
 //! {prefix}/topology             current record (JSON); its etcd version is our revision
 //! {prefix}/history/{revision}   every record, revision zero-padded to 20 digits
 //! {prefix}/readiness/{node}     JSON list of the node's ready VIPs
+//! {prefix}/status/{node}/{replica}  a node's status as one replica sees it,
+//!                               under that replica's lease (TTL 10 s)
 //! ```
 //!
 //! A commit is one transaction: if the version of `{prefix}/topology` equals
@@ -15,6 +17,7 @@
 //! compare-and-swap.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use etcd_client::{
@@ -22,16 +25,23 @@ use etcd_client::{
     TxnOp, WatchOptions,
 };
 use futures::StreamExt;
+use lb_proto::v1::NodeStatus;
 
 use super::{
     Change, Readiness, Record, Store, StoreError, StoreEvent, WatchStream, decode, encode,
 };
+
+/// Time to live of a replica's lease on its status keys.
+const STATUS_LEASE_TTL: i64 = 10;
 
 /// An etcd-backed store.
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
     prefix: String,
+    /// This replica's lease for status keys, granted on first use and kept
+    /// alive while the store lives.
+    lease: Arc<tokio::sync::Mutex<Option<i64>>>,
 }
 
 fn map_err(e: etcd_client::Error) -> StoreError {
@@ -71,7 +81,31 @@ impl EtcdStore {
         Ok(EtcdStore {
             client,
             prefix: prefix.trim_end_matches('/').to_string(),
+            lease: Arc::new(tokio::sync::Mutex::new(None)),
         })
+    }
+
+    /// This replica's lease, granted (and kept alive) on first use.
+    async fn lease(&self) -> Result<i64, StoreError> {
+        let mut lease = self.lease.lock().await;
+        if let Some(id) = *lease {
+            return Ok(id);
+        }
+        let mut client = self.client.clone();
+        let id = client
+            .lease_grant(STATUS_LEASE_TTL, None)
+            .await
+            .map_err(map_err)?
+            .id();
+        let (keeper, responses) = client.lease_keep_alive(id).await.map_err(map_err)?;
+        *lease = Some(id);
+        tokio::spawn(keep_lease_alive(
+            Arc::downgrade(&self.lease),
+            id,
+            keeper,
+            responses,
+        ));
+        Ok(id)
     }
 
     /// The etcd client, for other users of the same connection (status
@@ -255,5 +289,79 @@ impl Store for EtcdStore {
 
     fn kind(&self) -> &'static str {
         "etcd"
+    }
+
+    async fn publish_status(
+        &self,
+        replica: &str,
+        node: &str,
+        status: Option<&NodeStatus>,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}/status/{node}/{replica}", self.prefix);
+        let mut kv = self.client.kv_client();
+        match status {
+            Some(status) => {
+                let lease = self.lease().await?;
+                kv.put(
+                    key,
+                    encode(status)?,
+                    Some(etcd_client::PutOptions::new().with_lease(lease)),
+                )
+                .await
+                .map_err(map_err)?;
+            }
+            None => {
+                kv.delete(key, None).await.map_err(map_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn shared_status(&self) -> Result<Vec<NodeStatus>, StoreError> {
+        let prefix = format!("{}/status/", self.prefix);
+        let resp = self
+            .client
+            .kv_client()
+            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(map_err)?;
+        resp.kvs()
+            .iter()
+            .map(|kv| decode(&String::from_utf8_lossy(kv.key()), kv.value()))
+            .collect()
+    }
+}
+
+/// Refreshes the lease a third of its TTL; forgets it when it is lost (it
+/// is granted again on next use) or when the store is dropped.
+async fn keep_lease_alive(
+    lease: Weak<tokio::sync::Mutex<Option<i64>>>,
+    id: i64,
+    mut keeper: etcd_client::LeaseKeeper,
+    mut responses: etcd_client::LeaseKeepAliveStream,
+) {
+    let period = Duration::from_secs((STATUS_LEASE_TTL / 3).max(1) as u64);
+    loop {
+        tokio::time::sleep(period).await;
+        if lease.strong_count() == 0 {
+            return;
+        }
+        let alive = match keeper.keep_alive().await {
+            Ok(()) => matches!(responses.message().await, Ok(Some(r)) if r.ttl() > 0),
+            Err(_) => false,
+        };
+        if !alive {
+            tracing::warn!(
+                lease = id,
+                "status lease lost; granting a new one on next use"
+            );
+            if let Some(lease) = lease.upgrade() {
+                let mut held = lease.lock().await;
+                if *held == Some(id) {
+                    *held = None;
+                }
+            }
+            return;
+        }
     }
 }

@@ -17,7 +17,7 @@ pub mod etcd;
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::stream::BoxStream;
-use lb_proto::v1::Topology;
+use lb_proto::v1::{NodeStatus, Topology};
 use serde::{Deserialize, Serialize};
 
 /// One stored revision of the topology.
@@ -141,6 +141,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Short name of the backend for logs ("embedded", "etcd").
     fn kind(&self) -> &'static str;
+
+    /// Shares the status of `node` as replica `replica` sees it (`None`
+    /// withdraws it), so that every replica can answer for every agent.
+    /// With etcd the key lives under a lease of this replica and vanishes
+    /// when the replica dies. A store with a single replica keeps nothing.
+    async fn publish_status(
+        &self,
+        _replica: &str,
+        _node: &str,
+        _status: Option<&NodeStatus>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Every status shared by any replica.
+    async fn shared_status(&self) -> Result<Vec<NodeStatus>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
