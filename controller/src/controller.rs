@@ -128,7 +128,8 @@ impl Controller {
     ) -> Result<Controller, StoreError> {
         let record = store.current().await?;
         let readiness = store.readiness().await?;
-        let fleet = Fleet::new(&config.replica, record, readiness, config.epoch);
+        let epoch = config.epoch.max(store.epoch().await?);
+        let fleet = Fleet::new(&config.replica, record, readiness, epoch);
         let controller = Controller {
             inner: Arc::new(Inner {
                 store,
@@ -144,6 +145,15 @@ impl Controller {
             tokio::select! {
                 _ = watch => {}
                 _ = closed => {}
+            }
+        });
+        let closed = controller.closed();
+        let lead = lead(Arc::downgrade(&controller.inner));
+        let store = controller.inner.store.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = lead => {}
+                _ = closed => store.resign().await,
             }
         });
         let closed = controller.closed();
@@ -445,12 +455,14 @@ async fn watch_store(inner: Weak<Inner>) {
             let mut watch = store.watch().await?;
             let record = store.current().await?;
             let readiness = store.readiness().await?;
+            let epoch = store.epoch().await?;
             {
                 let Some(this) = inner.upgrade() else {
                     return Ok(());
                 };
                 this.fleet.set_topology(record);
                 this.fleet.replace_readiness(readiness);
+                this.fleet.set_epoch(epoch.max(this.config.epoch));
             }
             backoff = Duration::from_millis(100);
             while let Some(event) = watch.next().await {
@@ -459,6 +471,9 @@ async fn watch_store(inner: Weak<Inner>) {
                 };
                 match event? {
                     StoreEvent::Topology(record) => this.fleet.set_topology(record),
+                    StoreEvent::Epoch(epoch) => {
+                        this.fleet.set_epoch(epoch.max(this.config.epoch));
+                    }
                     StoreEvent::Readiness { node, vips } => this.fleet.set_readiness(&node, vips),
                 }
             }
@@ -473,6 +488,37 @@ async fn watch_store(inner: Weak<Inner>) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Campaigns for leadership (etcd) and opens a new term when elected: the
+/// epoch every replica pushes with becomes the new leader term, so agents
+/// refuse anything a replica of an older term still sends. Opening the term
+/// is the leader's only singleton duty so far.
+async fn lead(inner: Weak<Inner>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let Some(this) = inner.upgrade() else { return };
+        let store = this.store.clone();
+        let replica = this.config.replica.clone();
+        drop(this);
+        match store.campaign(&replica).await {
+            Ok(None) => return,
+            Ok(Some(term)) => {
+                backoff = Duration::from_millis(200);
+                tracing::info!(%replica, term, "elected leader");
+                if let Some(this) = inner.upgrade() {
+                    this.fleet.set_epoch(term.max(this.config.epoch));
+                }
+                store.leadership_lost().await;
+                tracing::warn!(%replica, term, "leadership lost");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "campaign failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }
 

@@ -131,10 +131,11 @@ impl Fleet {
         self.lock().epoch
     }
 
-    /// Changes the epoch (a new leader term) and pushes again.
+    /// Moves to a newer epoch (a new leader term) and pushes again; an
+    /// older or equal epoch changes nothing.
     pub fn set_epoch(&self, epoch: u64) {
         let mut state = self.lock();
-        if state.epoch != epoch {
+        if epoch > state.epoch {
             state.epoch = epoch;
             for agent in state.agents.values_mut() {
                 agent.pushed = None;

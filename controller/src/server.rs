@@ -29,6 +29,19 @@ mod tonic_reflection_error {
     pub type Error = Box<dyn std::error::Error + Send + Sync>;
 }
 
+/// Accepted connections with Nagle's algorithm off: gRPC writes headers,
+/// data and trailers separately, and with Nagle each answer would wait for
+/// the peer's delayed ACK (tens of milliseconds per call).
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::StreamExt::map(TcpListenerStream::new(listener), |conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
+}
+
 /// Serves `controller` on `listener` until `shutdown` completes.
 pub async fn run(
     controller: Controller,
@@ -48,7 +61,7 @@ pub async fn run(
         .add_service(reflection_alpha)
         .add_service(ControllerServiceServer::new(Api::new(controller.clone())))
         .add_service(AgentSyncServer::new(SyncService::new(controller.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             shutdown.await;
             controller.close();
         })

@@ -179,10 +179,27 @@ async fn agent_fails_over_to_another_replica() {
     );
     let before = ds1.next_applied().await;
     eventually("ds1 on a", || connected(&a, "ds1")).await;
+    // A started first and leads: term 1.
+    let probe = replica_store(&etcd).await;
+    assert_eq!(probe.epoch().await.unwrap(), 1);
+    assert_eq!(before.epoch, 1);
     a.kill();
     eventually("ds1 on b", || connected(&b, "ds1")).await;
     let after = ds1.next_applied().await;
-    assert_eq!(after, before, "the other replica pushes the same state");
+    assert_eq!(
+        (after.revision, &after.config),
+        (before.revision, &before.config),
+        "the other replica pushes the same state"
+    );
+    // B is elected once A is gone: a new term, pushed with the same content.
+    let newer = ds1.applied_until(|s| s.epoch > before.epoch).await;
+    let last = newer.last().unwrap();
+    assert_eq!(
+        (last.revision, &last.config),
+        (before.revision, &before.config)
+    );
+    assert_eq!(last.epoch, 2);
+    assert_eq!(probe.epoch().await.unwrap(), 2);
     let st = b.controller.status(&["ds1".to_string()]).1;
     assert_eq!(st[0].replica, "b");
 }

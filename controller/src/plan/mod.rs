@@ -248,10 +248,15 @@ pub fn diff(old: Option<&DesiredState>, new: &DesiredState) -> String {
     let labels: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     for label in labels {
         match (before.get(label), after.get(label)) {
+            // Compared as values first: only changed objects are rendered.
             (Some(a), Some(b)) if a == b => {}
             (Some(a), Some(b)) => {
+                let (a, b) = (a.render(), b.render());
+                if a == b {
+                    continue;
+                }
                 out.push_str(&format!("~ {label}\n"));
-                let text = similar::TextDiff::from_lines(a, b);
+                let text = similar::TextDiff::from_lines(&a, &b);
                 for (i, group) in text.grouped_ops(2).iter().enumerate() {
                     if i > 0 {
                         out.push_str("    ...\n");
@@ -273,13 +278,13 @@ pub fn diff(old: Option<&DesiredState>, new: &DesiredState) -> String {
             }
             (None, Some(b)) => {
                 out.push_str(&format!("+ {label}\n"));
-                for line in b.lines() {
+                for line in b.render().lines() {
                     out.push_str(&format!("  + {line}\n"));
                 }
             }
             (Some(a), None) => {
                 out.push_str(&format!("- {label}\n"));
-                for line in a.lines() {
+                for line in a.render().lines() {
                     out.push_str(&format!("  - {line}\n"));
                 }
             }
@@ -314,33 +319,57 @@ fn yaml<T: serde::Serialize>(value: &T) -> String {
         .unwrap_or_else(|e| format!("# unrenderable: {e}\n"))
 }
 
-/// A state cut into objects, each rendered as YAML, by label.
-fn sections(state: &DesiredState) -> BTreeMap<String, String> {
+/// One object of a state, compared by value and rendered only when needed.
+#[derive(PartialEq)]
+enum Section<'a> {
+    Group(&'a lb_proto::v1::DirectorGroup),
+    Service(&'a Service),
+    Node(&'a Node),
+    Vip(&'a RealServerVip),
+    Interfaces(&'a Vec<String>),
+    Settings(&'a lb_proto::v1::AgentSettings),
+}
+
+impl Section<'_> {
+    fn render(&self) -> String {
+        match self {
+            Section::Group(g) => yaml(g),
+            Section::Service(s) => yaml(s),
+            Section::Node(n) => yaml(n),
+            Section::Vip(v) => yaml(v),
+            Section::Interfaces(i) => yaml(i),
+            Section::Settings(s) => yaml(s),
+        }
+    }
+}
+
+/// A state cut into objects, by label.
+fn sections(state: &DesiredState) -> BTreeMap<String, Section<'_>> {
     let mut out = BTreeMap::new();
     match &state.config {
         Some(desired_state::Config::Director(d)) => {
             for g in &d.director_groups {
-                out.insert(format!("director group {}", g.name), yaml(g));
+                out.insert(format!("director group {}", g.name), Section::Group(g));
             }
             for s in &d.services {
-                out.insert(format!("service {}", s.name), yaml(s));
+                out.insert(format!("service {}", s.name), Section::Service(s));
             }
             for n in &d.nodes {
-                out.insert(format!("node {}", n.name), yaml(n));
+                out.insert(format!("node {}", n.name), Section::Node(n));
             }
             if let Some(settings) = &d.settings {
-                out.insert("settings".to_string(), yaml(settings));
+                out.insert("settings".to_string(), Section::Settings(settings));
             }
         }
         Some(desired_state::Config::Realserver(r)) => {
             for v in &r.vips {
-                out.insert(format!("vip {}", v.address), yaml(v));
+                out.insert(format!("vip {}", v.address), Section::Vip(v));
             }
             if !r.interfaces.is_empty() {
-                out.insert("interfaces".to_string(), yaml(&r.interfaces));
+                out.insert("interfaces".to_string(), Section::Interfaces(&r.interfaces));
             }
             if let Some(settings) = &r.settings {
-                out.insert("settings".to_string(), yaml(settings));
+                out.insert("settings".to_string(), Section::Settings(settings));
             }
         }
         None => {}

@@ -8,6 +8,8 @@
 //! {prefix}/readiness/{node}     JSON list of the node's ready VIPs
 //! {prefix}/status/{node}/{replica}  a node's status as one replica sees it,
 //!                               under that replica's lease (TTL 10 s)
+//! {prefix}/leader               etcd election of the leader replica
+//! {prefix}/epoch                the current leader term, bumped by each new leader
 //! ```
 //!
 //! A commit is one transaction: if the version of `{prefix}/topology` equals
@@ -42,6 +44,8 @@ pub struct EtcdStore {
     /// This replica's lease for status keys, granted on first use and kept
     /// alive while the store lives.
     lease: Arc<tokio::sync::Mutex<Option<i64>>>,
+    /// The election key while this replica leads.
+    leadership: Arc<tokio::sync::Mutex<Option<(i64, etcd_client::LeaderKey)>>>,
 }
 
 fn map_err(e: etcd_client::Error) -> StoreError {
@@ -82,6 +86,7 @@ impl EtcdStore {
             client,
             prefix: prefix.trim_end_matches('/').to_string(),
             lease: Arc::new(tokio::sync::Mutex::new(None)),
+            leadership: Arc::new(tokio::sync::Mutex::new(None)),
         })
     }
 
@@ -125,6 +130,10 @@ impl EtcdStore {
 
     fn history_key(&self, revision: u64) -> String {
         format!("{}/history/{revision:020}", self.prefix)
+    }
+
+    fn epoch_key(&self) -> String {
+        format!("{}/epoch", self.prefix)
     }
 
     fn readiness_prefix(&self) -> String {
@@ -246,6 +255,7 @@ impl Store for EtcdStore {
     async fn watch(&self) -> Result<WatchStream, StoreError> {
         let topology_key = self.topology_key();
         let readiness_prefix = self.readiness_prefix();
+        let epoch_key = self.epoch_key();
         let stream = self
             .client
             .watch_client()
@@ -271,6 +281,8 @@ impl Store for EtcdStore {
                         let key = String::from_utf8_lossy(kv.key()).to_string();
                         if key == topology_key {
                             Some(decode(&key, kv.value()).map(StoreEvent::Topology))
+                        } else if key == epoch_key {
+                            Some(decode(&key, kv.value()).map(StoreEvent::Epoch))
                         } else {
                             key.strip_prefix(&readiness_prefix).map(|node| {
                                 decode(&key, kv.value()).map(|vips| StoreEvent::Readiness {
@@ -315,6 +327,89 @@ impl Store for EtcdStore {
             }
         }
         Ok(())
+    }
+
+    async fn epoch(&self) -> Result<u64, StoreError> {
+        let key = self.epoch_key();
+        let resp = self
+            .client
+            .kv_client()
+            .get(key.as_str(), None)
+            .await
+            .map_err(map_err)?;
+        match resp.kvs().first() {
+            Some(kv) => decode(&key, kv.value()),
+            None => Ok(0),
+        }
+    }
+
+    async fn campaign(&self, replica: &str) -> Result<Option<u64>, StoreError> {
+        let lease = self.lease().await?;
+        let resp = self
+            .client
+            .election_client()
+            .campaign(format!("{}/leader", self.prefix), replica, lease)
+            .await
+            .map_err(map_err)?;
+        let leader = resp
+            .leader()
+            .cloned()
+            .ok_or_else(|| StoreError::Backend("campaign won without a leader key".into()))?;
+        *self.leadership.lock().await = Some((lease, leader));
+        // A new term: epoch + 1, compare-and-swap on the key's version.
+        let key = self.epoch_key();
+        loop {
+            let resp = self
+                .client
+                .kv_client()
+                .get(key.as_str(), None)
+                .await
+                .map_err(map_err)?;
+            let (epoch, version) = match resp.kvs().first() {
+                Some(kv) => (decode::<u64>(&key, kv.value())?, kv.version()),
+                None => (0, 0),
+            };
+            let next = epoch + 1;
+            let txn = Txn::new()
+                .when([Compare::version(key.as_str(), CompareOp::Equal, version)])
+                .and_then([TxnOp::put(key.as_str(), encode(&next)?, None)]);
+            if self
+                .client
+                .kv_client()
+                .txn(txn)
+                .await
+                .map_err(map_err)?
+                .succeeded()
+            {
+                return Ok(Some(next));
+            }
+        }
+    }
+
+    async fn leadership_lost(&self) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let held = self
+                .leadership
+                .lock()
+                .await
+                .as_ref()
+                .map(|(lease, _)| *lease);
+            let current = *self.lease.lock().await;
+            if held.is_none() || held != current {
+                return;
+            }
+        }
+    }
+
+    async fn resign(&self) {
+        if let Some((_, leader)) = self.leadership.lock().await.take() {
+            let _ = self
+                .client
+                .election_client()
+                .resign(Some(etcd_client::ResignOptions::new().with_leader(leader)))
+                .await;
+        }
     }
 
     async fn shared_status(&self) -> Result<Vec<NodeStatus>, StoreError> {

@@ -71,6 +71,8 @@ pub type Readiness = BTreeMap<String, BTreeSet<String>>;
 pub enum StoreEvent {
     /// A new topology revision was committed.
     Topology(Record),
+    /// A new leader term began (etcd only).
+    Epoch(u64),
     /// A real server's ready VIPs changed.
     Readiness {
         /// Node name.
@@ -159,6 +161,27 @@ pub trait Store: Send + Sync + 'static {
     async fn shared_status(&self) -> Result<Vec<NodeStatus>, StoreError> {
         Ok(Vec::new())
     }
+
+    /// The current leader term; 0 when no leader was ever elected (or the
+    /// store has no election: a single replica).
+    async fn epoch(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    /// Waits until this replica leads, then opens a new term and returns its
+    /// epoch. `None`: the store has no election (a single replica always
+    /// leads, with the configured epoch).
+    async fn campaign(&self, _replica: &str) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
+    /// Resolves when the leadership won by [`Store::campaign`] is lost.
+    async fn leadership_lost(&self) {
+        std::future::pending::<()>().await
+    }
+
+    /// Gives up the leadership, if held.
+    async fn resign(&self) {}
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {

@@ -151,6 +151,8 @@ pub struct FakeAgent {
     pub seen_rx: mpsc::UnboundedReceiver<Seen>,
     pub behaviour: Arc<Mutex<Behaviour>>,
     pub status_tx: Arc<watch::Sender<Option<AgentStatus>>>,
+    /// The last state applied that a test has taken.
+    pub last: Option<DesiredState>,
     shutdown_tx: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<(u64, u64)>>,
 }
@@ -194,6 +196,7 @@ impl FakeAgent {
             seen_rx,
             behaviour,
             status_tx,
+            last: None,
             shutdown_tx: Some(shutdown_tx),
             task: Some(task),
         }
@@ -241,11 +244,15 @@ impl FakeAgent {
     }
 
     /// Waits (10 s at most) for an applied state that satisfies `pred`,
-    /// returning every state applied on the way.
+    /// returning every state applied on the way; the last state taken
+    /// already counts.
     pub async fn applied_until(
         &mut self,
         pred: impl Fn(&DesiredState) -> bool,
     ) -> Vec<DesiredState> {
+        if let Some(last) = self.last.as_ref().filter(|s| pred(s)) {
+            return vec![last.clone()];
+        }
         let mut all = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
