@@ -97,6 +97,8 @@ struct Inner {
     fleet: Fleet,
     config: ControllerConfig,
     closing_tx: tokio::sync::watch::Sender<bool>,
+    /// One apply at a time on this replica.
+    apply_lock: tokio::sync::Mutex<()>,
     /// Status other replicas shared, refreshed every tick.
     shared: std::sync::Mutex<Vec<lb_proto::v1::NodeStatus>>,
 }
@@ -137,6 +139,7 @@ impl Controller {
                 config,
                 closing_tx: tokio::sync::watch::channel(false).0,
                 shared: std::sync::Mutex::new(Vec::new()),
+                apply_lock: tokio::sync::Mutex::new(()),
             }),
         };
         let closed = controller.closed();
@@ -198,10 +201,25 @@ impl Controller {
 
     /// Validates and stores a change (or plans it, for a dry run).
     pub async fn apply(&self, request: ChangeRequest) -> Result<ApplyOutcome, ControllerError> {
+        // Applies of this replica go one at a time, so they do not race each
+        // other for the compare-and-swap; other replicas are caught by it.
+        let _turn = self.inner.apply_lock.lock().await;
+        // Start from the cached revision: a write needs no extra read when
+        // the cache is current (the commit's compare-and-swap checks it).
+        // Dry runs, no-ops and revision mismatches are confirmed against
+        // the store.
+        let mut current = self.inner.fleet.record();
+        let mut fresh = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let current = self.inner.store.current().await?;
+            let confirm = request.dry_run
+                || (request.expected_revision != 0
+                    && request.expected_revision != current.revision);
+            if confirm && !fresh {
+                current = self.inner.store.current().await?;
+                fresh = true;
+            }
             if request.expected_revision != 0 && request.expected_revision != current.revision {
                 return Err(StoreError::Conflict {
                     expected: request.expected_revision,
@@ -215,6 +233,11 @@ impl Controller {
                 return Err(ControllerError::Invalid(report));
             }
             let changed = topology != current.topology;
+            if !changed && !fresh {
+                current = self.inner.store.current().await?;
+                fresh = true;
+                continue;
+            }
             let revision = if changed {
                 current.revision + 1
             } else {
@@ -252,9 +275,10 @@ impl Controller {
                     });
                 }
                 Err(StoreError::Conflict { .. })
-                    if request.expected_revision == 0 && attempt < APPLY_RETRIES =>
+                    if (request.expected_revision == 0 || !fresh) && attempt < APPLY_RETRIES =>
                 {
-                    continue;
+                    current = self.inner.store.current().await?;
+                    fresh = true;
                 }
                 Err(e) => return Err(e.into()),
             }
