@@ -274,10 +274,15 @@ impl Fleet {
                     // An ack of an earlier push; the latest is still pending.
                     return None;
                 }
+                // Holds change only when the applied configuration does.
+                let new_config = agent
+                    .applied
+                    .as_ref()
+                    .is_none_or(|a| !plan::same_config(a, pushed));
                 agent.applied = Some(pushed.clone());
                 agent.status.applied_revision = ack.revision;
                 agent.status.last_error = None;
-                let director = agent.role == NodeRole::Director;
+                let director = agent.role == NodeRole::Director && new_config;
                 self.emit(event(
                     node,
                     event::Kind::Applied(Applied {
@@ -438,36 +443,45 @@ fn plan_locked(
     revision: u64,
 ) -> BTreeMap<String, DesiredState> {
     let mut holds = Holds::new();
-    let mut previous = BTreeMap::new();
-    for (name, agent) in &state.agents {
-        match agent.role {
-            NodeRole::Director => {
-                for s in agent.pushed.iter().chain(agent.applied.iter()) {
-                    plan::add_holds(&mut holds, s);
-                }
+    for agent in state.agents.values() {
+        if agent.role == NodeRole::Director {
+            for s in agent.pushed.iter().chain(agent.applied.iter()) {
+                plan::add_holds(&mut holds, s);
             }
-            NodeRole::Realserver => {
-                if let Some(p) = agent.pushed.as_ref().or(agent.applied.as_ref()) {
-                    previous.insert(name.clone(), p.clone());
-                }
-            }
-            NodeRole::Unspecified => {}
         }
     }
+    let previous = |node: &str| {
+        state
+            .agents
+            .get(node)
+            .filter(|a| a.role == NodeRole::Realserver)
+            .and_then(|a| a.pushed.as_ref().or(a.applied.as_ref()))
+    };
     // Agents whose node left the topology are told to run nothing (real
     // servers keep what directors still forward to them).
-    let mut topology = topology.clone();
-    for (name, agent) in &state.agents {
-        if agent.role != NodeRole::Unspecified && !topology.nodes.iter().any(|n| &n.name == name) {
-            topology.nodes.push(Node {
-                name: name.clone(),
-                role: agent.role as i32,
-                ..Default::default()
-            });
-        }
-    }
+    let missing: Vec<Node> = state
+        .agents
+        .iter()
+        .filter(|(name, agent)| {
+            agent.role != NodeRole::Unspecified && !topology.nodes.iter().any(|n| &n.name == *name)
+        })
+        .map(|(name, agent)| Node {
+            name: name.clone(),
+            role: agent.role as i32,
+            ..Default::default()
+        })
+        .collect();
+    let extended;
+    let topology = if missing.is_empty() {
+        topology
+    } else {
+        let mut t = topology.clone();
+        t.nodes.extend(missing);
+        extended = t;
+        &extended
+    };
     plan::plan(plan::Input {
-        topology: &topology,
+        topology,
         revision,
         epoch: state.epoch,
         readiness: &state.readiness,

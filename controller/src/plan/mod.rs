@@ -32,7 +32,7 @@ use crate::topology::{self, Prefix};
 pub type Holds = BTreeMap<String, BTreeSet<String>>;
 
 /// What the planner reads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Input<'a> {
     /// The topology.
     pub topology: &'a Topology,
@@ -44,19 +44,39 @@ pub struct Input<'a> {
     pub readiness: &'a Readiness,
     /// Real servers that directors still forward to, by VIP (see [`holds`]).
     pub holds: &'a Holds,
-    /// The real-server configs last pushed, by node: where a held VIP's
-    /// settings come from once it left the topology.
-    pub previous: &'a BTreeMap<String, DesiredState>,
+    /// The state last pushed to a node: where a held VIP's settings come
+    /// from once it left the topology. Looked up only for such VIPs.
+    pub previous: &'a dyn Fn(&str) -> Option<&'a DesiredState>,
 }
 
 /// One desired state per node of the topology, by node name.
 pub fn plan(input: Input<'_>) -> BTreeMap<String, DesiredState> {
     let t = input.topology;
+    // Services by real-server node, computed once for every real server.
+    let mut served: BTreeMap<&str, Vec<&Service>> = BTreeMap::new();
+    for s in &t.services {
+        let mut nodes: Vec<&str> = s
+            .real_servers
+            .iter()
+            .filter_map(topology::real_server_node)
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        for n in nodes {
+            served.entry(n).or_default().push(s);
+        }
+    }
     let mut out = BTreeMap::new();
     for node in &t.nodes {
         let config = match node.role() {
             NodeRole::Director => desired_state::Config::Director(director(input, node)),
-            NodeRole::Realserver => desired_state::Config::Realserver(realserver(input, node)),
+            NodeRole::Realserver => desired_state::Config::Realserver(realserver(
+                input,
+                node,
+                served
+                    .get(node.name.as_str())
+                    .map_or(&[][..], |v| v.as_slice()),
+            )),
             NodeRole::Unspecified => continue,
         };
         out.insert(
@@ -75,11 +95,18 @@ pub fn plan(input: Input<'_>) -> BTreeMap<String, DesiredState> {
 /// The VIPs a service needs on its real servers: its own VIP, or for a
 /// firewall-mark service every VIP of its group in the service's family.
 pub fn service_vips(t: &Topology, service: &Service) -> Vec<String> {
+    service_vips_in(&t.director_groups, service)
+}
+
+/// [`service_vips`] with the director groups at hand.
+fn service_vips_in(groups: &[lb_proto::v1::DirectorGroup], service: &Service) -> Vec<String> {
     if let Ok(vip) = service.vip.parse::<IpAddr>() {
         return vec![vip.to_string()];
     }
     let v6 = topology::service_is_ipv6(service);
-    let mut vips: Vec<String> = topology::group(t, &service.director_group)
+    let mut vips: Vec<String> = groups
+        .iter()
+        .find(|g| g.name == service.director_group)
         .and_then(|g| g.vrrp.as_ref())
         .iter()
         .flat_map(|v| v.instances.iter())
@@ -142,17 +169,10 @@ fn director(input: Input<'_>, node: &Node) -> DirectorConfig {
     }
 }
 
-fn realserver(input: Input<'_>, node: &Node) -> RealServerConfig {
+fn realserver(input: Input<'_>, node: &Node, services: &[&Service]) -> RealServerConfig {
     let t = input.topology;
     let mut vips: BTreeMap<String, RealServerVip> = BTreeMap::new();
-    for s in &t.services {
-        if !s
-            .real_servers
-            .iter()
-            .any(|rs| topology::real_server_node(rs) == Some(node.name.as_str()))
-        {
-            continue;
-        }
+    for s in services {
         for vip in service_vips(t, s) {
             let entry = vips.entry(vip.clone()).or_insert_with(|| RealServerVip {
                 address: vip,
@@ -167,13 +187,10 @@ fn realserver(input: Input<'_>, node: &Node) -> RealServerConfig {
     // Two-phase removal: a VIP that left the topology stays while a director
     // still forwards to this node for it.
     if let Some(held) = input.holds.get(&node.name) {
-        let previous = input
-            .previous
-            .get(&node.name)
-            .and_then(|d| match &d.config {
-                Some(desired_state::Config::Realserver(rs)) => Some(rs),
-                _ => None,
-            });
+        let previous = (input.previous)(&node.name).and_then(|d| match &d.config {
+            Some(desired_state::Config::Realserver(rs)) => Some(rs),
+            _ => None,
+        });
         for vip in held {
             if vips.contains_key(vip) {
                 continue;
@@ -201,13 +218,8 @@ pub fn add_holds(holds: &mut Holds, director_state: &DesiredState) {
     let Some(desired_state::Config::Director(d)) = &director_state.config else {
         return;
     };
-    let t = Topology {
-        nodes: d.nodes.clone(),
-        director_groups: d.director_groups.clone(),
-        services: d.services.clone(),
-    };
     for s in &d.services {
-        let vips = service_vips(&t, s);
+        let vips = service_vips_in(&d.director_groups, s);
         for rs in &s.real_servers {
             if let Some(name) = topology::real_server_node(rs) {
                 holds

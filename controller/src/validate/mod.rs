@@ -530,6 +530,8 @@ fn service(t: &Topology, s: &Service, report: &mut Report) {
         .flat_map(|v| v.instances.iter())
         .flat_map(|i| i.vips.iter())
         .filter_map(|v| Prefix::parse(v))
+        // A host prefix (/32, /128) says nothing about the segment.
+        .filter(|p| p.len < if p.address.is_ipv4() { 32 } else { 128 })
         .collect();
     for (ri, rs) in s.real_servers.iter().enumerate() {
         let path = format!("realServers[{ri}]");
