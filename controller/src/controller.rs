@@ -537,6 +537,12 @@ async fn lead(inner: Weak<Inner>) {
                 store.leadership_lost().await;
                 tracing::warn!(%replica, term, "leadership lost");
             }
+            // A campaign waits for the leader to go; the store's request
+            // timeout ends each wait, so waiting again at once is normal.
+            Err(StoreError::Unavailable(reason)) => {
+                tracing::debug!(%reason, "campaign wait ended; campaigning again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "campaign failed");
                 tokio::time::sleep(backoff).await;

@@ -164,6 +164,15 @@ async fn two_replicas_serve_at_once() {
 async fn agent_fails_over_to_another_replica() {
     let etcd = support::etcd::EtcdServer::start().await;
     let mut a = Served::start(replica_store(&etcd).await, any_port(), "a").await;
+    // A is elected (term 1) before B starts, so A is the leader to lose.
+    let probe = replica_store(&etcd).await;
+    for _ in 0..100 {
+        if probe.epoch().await.unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(probe.epoch().await.unwrap(), 1);
     let b = Served::start(replica_store(&etcd).await, any_port(), "b").await;
     a.client()
         .await
@@ -179,8 +188,6 @@ async fn agent_fails_over_to_another_replica() {
     );
     let before = ds1.next_applied().await;
     eventually("ds1 on a", || connected(&a, "ds1")).await;
-    // A started first and leads: term 1.
-    let probe = replica_store(&etcd).await;
     assert_eq!(probe.epoch().await.unwrap(), 1);
     assert_eq!(before.epoch, 1);
     a.kill();

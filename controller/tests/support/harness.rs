@@ -229,10 +229,14 @@ impl FakeAgent {
 
     /// The next thing the agent saw, within `within`.
     pub async fn next(&mut self, within: Duration) -> Option<Seen> {
-        tokio::time::timeout(within, self.seen_rx.recv())
+        let seen = tokio::time::timeout(within, self.seen_rx.recv())
             .await
             .ok()
-            .flatten()
+            .flatten();
+        if let Some(Seen::Applied(s)) = &seen {
+            self.last = Some(s.clone());
+        }
+        seen
     }
 
     /// The next applied state, within 10 s; panics otherwise.
