@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use lb_proto::v1::NodeRole;
 
 /// The lb agent: runs on each director or real server.
 #[derive(Parser, Debug)]
@@ -35,7 +36,8 @@ enum Role {
         /// Configuration file (a RealServerConfig, in YAML).
         #[arg(long, short)]
         config: PathBuf,
-        /// Check the configuration and exit.
+        /// Preflight: check the configuration, the kernel features it needs
+        /// and conflicts, change nothing, exit non-zero if something blocks.
         #[arg(long)]
         check: bool,
     },
@@ -45,28 +47,81 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log_format);
     match cli.role {
-        Role::Director { config, check, .. } => {
+        Role::Director {
+            config,
+            check,
+            node,
+        } => {
             let cfg = lb_agent::config::load_director(&config)?;
             tracing::info!(
                 groups = cfg.director_groups.len(),
                 services = cfg.services.len(),
                 "configuration read"
             );
+            let node = node.unwrap_or_else(|| cfg.node.clone());
+            if check && node.is_empty() {
+                // No node given: check the VRRP settings of every director.
+                for n in cfg
+                    .nodes
+                    .iter()
+                    .filter(|n| n.role == NodeRole::Director as i32)
+                {
+                    let planned = lb_agent::vrrp::config::plan(&cfg, &n.name)?;
+                    lb_agent::vrrp::config::sync_groups(&cfg, &planned)?;
+                }
+                return Ok(());
+            }
+            anyhow::ensure!(
+                !node.is_empty(),
+                "{}: no node name: set `node` in the file or pass --node",
+                config.display()
+            );
+            let planned = lb_agent::vrrp::config::plan(&cfg, &node)?;
+            let sync_groups = lb_agent::vrrp::config::sync_groups(&cfg, &planned)?;
             if check {
                 return Ok(());
             }
-            anyhow::bail!("the director role does not run yet: only --check is available")
+            // For now the director runs VRRP only; IPVS and checks join later.
+            // One thread: VRRP wakes often and briefly, and a single thread
+            // keeps its wake-ups cheap on a loaded machine.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(run_vrrp(planned, sync_groups))
         }
-        Role::Realserver { config, check } => {
-            let cfg = lb_agent::config::load_realserver(&config)
-                .with_context(|| format!("reading {}", config.display()))?;
-            tracing::info!(vips = cfg.vips.len(), "configuration read");
-            if check {
-                return Ok(());
-            }
-            anyhow::bail!("the realserver role does not run yet: only --check is available")
-        }
+        Role::Realserver { config, check } => realserver(&config, check),
     }
+}
+
+/// Runs the VRRP instances until SIGTERM or SIGINT, then stops them cleanly
+/// (priority 0, VIPs removed).
+async fn run_vrrp(
+    planned: Vec<lb_agent::vrrp::config::Planned>,
+    sync_groups: Vec<Vec<usize>>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stopping");
+        let _ = shutdown_tx.send(true);
+    });
+    let (events_tx, _) = tokio::sync::broadcast::channel(256);
+    lb_agent::vrrp::run(
+        planned,
+        &sync_groups,
+        std::sync::Arc::new(lb_agent::netif::Rtnl::connect()?),
+        &Default::default(),
+        events_tx,
+        shutdown_rx,
+    )
+    .await?;
+    Ok(())
 }
 
 fn init_tracing(format: &str) {
@@ -80,4 +135,51 @@ fn init_tracing(format: &str) {
     } else {
         builder.init();
     }
+}
+
+/// `lb-agent realserver`: runs until SIGTERM or SIGINT, then undoes every change.
+fn realserver(config: &std::path::Path, check: bool) -> anyhow::Result<()> {
+    use lb_agent::realserver::{RealServer, check as preflight, desired::Desired, kernel::Kernel};
+
+    let cfg = lb_agent::config::load_realserver(config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    let desired = Desired::from_config(&cfg).with_context(|| format!("{}", config.display()))?;
+    tracing::info!(node = %desired.node, vips = desired.vips.len(), "configuration read");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        if check {
+            let kernel = Kernel::connect()?;
+            let facts = preflight::gather(&kernel, &desired).await?;
+            let findings = preflight::assess(&desired, &facts);
+            for f in &findings {
+                println!("{f}");
+            }
+            let blocking = findings.iter().filter(|f| f.blocking).count();
+            if blocking > 0 {
+                anyhow::bail!("{blocking} blocking problem(s): the real-server agent cannot hold its VIPs here");
+            }
+            println!("preflight passed");
+            return Ok(());
+        }
+        // Handlers first: a SIGTERM from now on leads to the undo.
+        let shutdown = shutdown_signal()?;
+        let agent = RealServer::new(desired)?;
+        agent.run(shutdown).await?;
+        Ok(())
+    })
+}
+
+/// Installs the SIGTERM and SIGINT handlers now; the future completes on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+    })
 }

@@ -1,10 +1,17 @@
-//! The controller's gRPC server: the standard services (grpc.health.v1 and
-//! reflection) that every lb server carries.
+//! The controller's gRPC server: `ControllerService`, `AgentSync`, and the
+//! standard services (grpc.health.v1 and reflection) that every lb server
+//! carries.
 
 use std::future::Future;
 
+use lb_proto::v1::agent_sync_server::AgentSyncServer;
+use lb_proto::v1::controller_service_server::ControllerServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::Api;
+use crate::controller::Controller;
+use crate::sync::SyncService;
 
 /// A server that could not run.
 #[derive(Debug, thiserror::Error)]
@@ -22,12 +29,28 @@ mod tonic_reflection_error {
     pub type Error = Box<dyn std::error::Error + Send + Sync>;
 }
 
-/// Serves on `listener` until `shutdown` completes.
+/// Accepted connections with Nagle's algorithm off: gRPC writes headers,
+/// data and trailers separately, and with Nagle each answer would wait for
+/// the peer's delayed ACK (tens of milliseconds per call).
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::StreamExt::map(TcpListenerStream::new(listener), |conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
+}
+
+/// Serves `controller` on `listener` until `shutdown` completes.
 pub async fn run(
+    controller: Controller,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let (_reporter, health) = lb_proto::services::health();
+    let (reporter, health) = lb_proto::services::health();
+    reporter.set_serving::<ControllerServiceServer<Api>>().await;
+    reporter.set_serving::<AgentSyncServer<SyncService>>().await;
     let reflection =
         lb_proto::services::reflection_v1().map_err(|e| ServerError::Reflection(Box::new(e)))?;
     let reflection_alpha = lb_proto::services::reflection_v1alpha()
@@ -36,7 +59,12 @@ pub async fn run(
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .add_service(ControllerServiceServer::new(Api::new(controller.clone())))
+        .add_service(AgentSyncServer::new(SyncService::new(controller.clone())))
+        .serve_with_incoming_shutdown(incoming(listener), async move {
+            shutdown.await;
+            controller.close();
+        })
         .await?;
     Ok(())
 }

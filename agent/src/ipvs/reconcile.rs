@@ -173,10 +173,8 @@ pub fn apply(table: &mut Table, ops: &[IpvsOp]) {
                 }
             }
             IpvsOp::SetDest(k, d) => {
-                if let Some(st) = table.get_mut(k) {
-                    if let Some(cur) = st.dests.get_mut(&d.key) {
-                        *cur = *d;
-                    }
+                if let Some(cur) = table.get_mut(k).and_then(|st| st.dests.get_mut(&d.key)) {
+                    *cur = *d;
                 }
             }
             IpvsOp::DelDest(k, dk) => {

@@ -215,13 +215,15 @@ pub fn validate_service(svc: &Service, errors: &mut Vec<ValidationError>) {
             name: svc.scheduler.clone(),
         });
     }
-    if let Some(pe) = &svc.pe_name {
-        if !PERSISTENCE_ENGINES.contains(&pe.as_str()) {
-            errors.push(ValidationError::UnknownPersistenceEngine {
-                service,
-                name: pe.clone(),
-            });
-        }
+    if let Some(pe) = svc
+        .pe_name
+        .as_ref()
+        .filter(|pe| !PERSISTENCE_ENGINES.contains(&pe.as_str()))
+    {
+        errors.push(ValidationError::UnknownPersistenceEngine {
+            service,
+            name: pe.clone(),
+        });
     }
     let persistent = svc.flags.contains(ServiceFlags::PERSISTENT);
     match svc.key {
@@ -231,10 +233,13 @@ pub fn validate_service(svc: &Service, errors: &mut Vec<ValidationError>) {
         ServiceKey::Fwmark { mark: 0, .. } => errors.push(ValidationError::ZeroFwmark { service }),
         _ => {}
     }
-    if let ServiceKey::Addr { protocol, .. } = svc.key {
-        if svc.flags.contains(ServiceFlags::ONEPACKET) && protocol != Protocol::Udp {
+    match svc.key {
+        ServiceKey::Addr { protocol, .. }
+            if svc.flags.contains(ServiceFlags::ONEPACKET) && protocol != Protocol::Udp =>
+        {
             errors.push(ValidationError::OnePacketNotUdp { service, protocol });
         }
+        _ => {}
     }
     if svc.flags.0 & (ServiceFlags::SCHED1 | ServiceFlags::SCHED2 | ServiceFlags::SCHED3) != 0
         && !matches!(svc.scheduler.as_str(), "sh" | "mh")

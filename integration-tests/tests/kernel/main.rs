@@ -8,4 +8,5 @@
 //! One module per area; add yours as a `mod` line below.
 
 mod ipvs;
+mod realserver_tun;
 mod smoke_dr;

@@ -1,1 +1,0 @@
-//! The real-server role: VIPs, ARP and rp_filter, readiness.

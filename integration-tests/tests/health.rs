@@ -1,0 +1,555 @@
+//! Health checks against real servers in a netns lab: a director host runs
+//! the checkers; a real-server host runs python3 http.server, dnsmasq, a
+//! socat UDP echo and a tonic gRPC health server. Each kind sees up, down
+//! (the server killed), slow (the server stopped with SIGSTOP: the kernel
+//! still accepts, nobody answers: timeout), a wrong answer, and recovery
+//! (SIGCONT, or started again). The runner's rise and fall are counted
+//! against the server's own request log.
+//!
+//! Needs root (network namespaces). Traffic stays inside the lab.
+
+use std::{
+    net::SocketAddr,
+    str::FromStr,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use lb_agent::health::{
+    check::{Checker, Probe, exec::ExecEnv},
+    config::{
+        CheckKind, CheckSpec, DnsSpec, DnsTransport, GrpcSpec, HttpSpec, HttpVersion, Pattern,
+        QuorumSpec, RealServerSpec, ReplyMatch, ServiceSpec, Timing, UdpSpec, normalise_answer,
+        parse_rcode,
+    },
+    outcome::{CheckResult, Failure},
+    runner::{HealthEvent, RunnerSettings, spawn},
+    state::Transition,
+};
+use lb_lab::{Host, Lab, Proc, scaled, wait_for};
+use nix::sys::signal::Signal;
+
+const DIRECTOR: &str = "10.0.0.1";
+const RS: &str = "10.0.0.2";
+
+fn timeout() -> Duration {
+    scaled(Duration::from_millis(800))
+}
+
+fn lab(name: &str) -> Result<(Lab, Host, Host)> {
+    let lab = Lab::new(name)?;
+    let director = lab.host("director", &[&format!("{DIRECTOR}/24")])?;
+    let rs = lab.host("rs", &[&format!("{RS}/24")])?;
+    Ok((lab, director, rs))
+}
+
+fn target(port: u16) -> SocketAddr {
+    SocketAddr::new(RS.parse().unwrap(), port)
+}
+
+/// One check attempt run from the director host.
+fn check(director: &Host, kind: &CheckKind, port: u16) -> CheckResult {
+    let checker = Checker::build(kind).unwrap();
+    let probe = Probe {
+        target: target(port),
+        bind: Some(DIRECTOR.parse().unwrap()),
+        timeout: timeout(),
+        env: ExecEnv {
+            real_server: target(port),
+            vip: None,
+            vport: port,
+        },
+    };
+    director
+        .in_netns(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(checker.check(probe))
+        })
+        .unwrap()
+}
+
+fn down(r: CheckResult) -> Failure {
+    match r {
+        CheckResult::Down(f) => f,
+        up => panic!("expected down, got {up:?}"),
+    }
+}
+
+/// Waits (bounded) until a check passes: the server has started.
+fn wait_up(director: &Host, kind: &CheckKind, port: u16) {
+    wait_for(
+        || check(director, kind, port) == CheckResult::UP,
+        scaled(Duration::from_secs(10)),
+    )
+    .unwrap_or_else(|e| panic!("server on port {port} never came up: {e}"));
+}
+
+fn http_server(rs: &Host, lab: &Lab) -> Result<Proc> {
+    let dir = lab.dir().join("www");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("index.html"), "hello from rs\n")?;
+    Ok(rs.spawn([
+        "python3",
+        "-u",
+        "-m",
+        "http.server",
+        "8000",
+        "--bind",
+        RS,
+        "--directory",
+        dir.to_str().unwrap(),
+    ])?)
+}
+
+fn http(path: &str, body_regex: Option<&str>) -> CheckKind {
+    CheckKind::Http(HttpSpec {
+        path: path.into(),
+        host: Some("www.example.test".into()),
+        sni: None,
+        tls: false,
+        tls_verify: false,
+        version: HttpVersion::Http1,
+        expected_status: vec![],
+        body: body_regex
+            .map(|r| lb_agent::health::config::BodyMatch::Regex(Pattern(regex_lite(r)))),
+    })
+}
+
+fn regex_lite(r: &str) -> regex::bytes::Regex {
+    regex::bytes::Regex::new(r).unwrap()
+}
+
+#[test]
+fn tcp_and_http_against_python_http_server() -> Result<()> {
+    let (lab, director, rs) = lab("health-http")?;
+    let mut srv = http_server(&rs, &lab)?;
+    let ok = http("/", Some("^hello from rs"));
+    wait_up(&director, &ok, 8000);
+    assert_eq!(check(&director, &CheckKind::Tcp, 8000), CheckResult::UP);
+
+    // Wrong answers.
+    assert_eq!(
+        down(check(&director, &http("/missing", None), 8000)),
+        Failure::Status {
+            got: 404,
+            want: "200..299".into()
+        }
+    );
+    assert_eq!(
+        down(check(&director, &http("/", Some("^goodbye")), 8000)),
+        Failure::BodyMismatch {
+            pattern: "^goodbye".into()
+        }
+    );
+
+    // Slow: stopped, the kernel completes the handshake but nobody answers.
+    srv.signal(Signal::SIGSTOP);
+    let t0 = Instant::now();
+    assert_eq!(down(check(&director, &ok, 8000)), Failure::Timeout);
+    assert!(t0.elapsed() >= timeout());
+    srv.signal(Signal::SIGCONT);
+    assert_eq!(check(&director, &ok, 8000), CheckResult::UP);
+
+    // Down: killed, refused; recovery: started again.
+    srv.kill();
+    assert_eq!(down(check(&director, &ok, 8000)), Failure::Refused);
+    assert_eq!(
+        down(check(&director, &CheckKind::Tcp, 8000)),
+        Failure::Refused
+    );
+    let _srv = http_server(&rs, &lab)?;
+    wait_up(&director, &ok, 8000);
+    Ok(())
+}
+
+fn dns(name: &str, answers: &[&str], transport: DnsTransport) -> CheckKind {
+    CheckKind::Dns(DnsSpec {
+        name: hickory_name(name),
+        record_type: hickory_proto_a(),
+        transport,
+        rcode: parse_rcode("NOERROR").unwrap(),
+        expected_answers: answers.iter().map(|a| normalise_answer(a)).collect(),
+    })
+}
+
+fn hickory_name(name: &str) -> hickory_proto::rr::Name {
+    hickory_proto::rr::Name::from_str(name).unwrap()
+}
+
+fn hickory_proto_a() -> hickory_proto::rr::RecordType {
+    hickory_proto::rr::RecordType::A
+}
+
+fn dnsmasq(rs: &Host) -> Result<Proc> {
+    Ok(rs.spawn([
+        "dnsmasq",
+        "--no-daemon",
+        "--port",
+        "53",
+        "--listen-address",
+        RS,
+        "--bind-interfaces",
+        "--no-resolv",
+        "--no-hosts",
+        "--pid-file=",
+        "--user=root",
+        "--address=/www.abc.local/1.2.3.4",
+    ])?)
+}
+
+// Seed 000's check: an A query for www.abc.local must get 1.2.3.4.
+#[test]
+fn dns_against_dnsmasq() -> Result<()> {
+    let (_lab, director, rs) = lab("health-dns")?;
+    let mut srv = dnsmasq(&rs)?;
+    for transport in [DnsTransport::Udp, DnsTransport::Tcp] {
+        let ok = dns("www.abc.local.", &["1.2.3.4"], transport);
+        wait_up(&director, &ok, 53);
+        assert_eq!(
+            down(check(
+                &director,
+                &dns("www.abc.local.", &["5.6.7.8"], transport),
+                53
+            )),
+            Failure::AnswerMissing {
+                value: "5.6.7.8".into()
+            }
+        );
+        // No upstream for other names: dnsmasq refuses them.
+        match down(check(&director, &dns("other.test.", &[], transport), 53)) {
+            Failure::Rcode { got, want } => {
+                assert_eq!(want, "NOERROR");
+                assert_ne!(got, "NOERROR");
+            }
+            f => panic!("{f:?}"),
+        }
+    }
+    let udp = dns("www.abc.local.", &["1.2.3.4"], DnsTransport::Udp);
+    let tcp = dns("www.abc.local.", &["1.2.3.4"], DnsTransport::Tcp);
+    srv.signal(Signal::SIGSTOP);
+    assert_eq!(down(check(&director, &udp, 53)), Failure::Timeout);
+    srv.signal(Signal::SIGCONT);
+    assert_eq!(check(&director, &udp, 53), CheckResult::UP);
+    srv.kill();
+    assert_eq!(down(check(&director, &udp, 53)), Failure::IcmpUnreachable);
+    assert_eq!(down(check(&director, &tcp, 53)), Failure::Refused);
+    let _srv = dnsmasq(&rs)?;
+    wait_up(&director, &udp, 53);
+    assert_eq!(check(&director, &tcp, 53), CheckResult::UP);
+    Ok(())
+}
+
+fn socat_echo(rs: &Host) -> Result<Proc> {
+    Ok(rs.spawn([
+        "socat",
+        &format!("UDP4-RECVFROM:9000,bind={RS},fork,reuseaddr"),
+        "PIPE",
+    ])?)
+}
+
+fn udp(payload: &str, reply_regex: Option<&str>) -> CheckKind {
+    CheckKind::Udp(UdpSpec {
+        payload: payload.as_bytes().to_vec(),
+        reply: Some(match reply_regex {
+            Some(r) => ReplyMatch::Regex(Pattern(regex_lite(r))),
+            None => ReplyMatch::Any,
+        }),
+    })
+}
+
+#[test]
+fn udp_against_socat_echo() -> Result<()> {
+    let (_lab, director, rs) = lab("health-udp")?;
+    let mut srv = socat_echo(&rs)?;
+    let ok = udp("ping", Some("^ping$"));
+    wait_up(&director, &ok, 9000);
+    assert_eq!(
+        down(check(&director, &udp("pong", Some("^ping$")), 9000)),
+        Failure::ReplyMismatch { got: "pong".into() }
+    );
+    srv.signal(Signal::SIGSTOP);
+    assert_eq!(down(check(&director, &ok, 9000)), Failure::NoReply);
+    srv.signal(Signal::SIGCONT);
+    wait_up(&director, &ok, 9000);
+    srv.kill();
+    assert_eq!(down(check(&director, &ok, 9000)), Failure::IcmpUnreachable);
+    // Without a required reply, the ICMP port unreachable alone means down.
+    let no_reply = CheckKind::Udp(UdpSpec {
+        payload: b"ping".to_vec(),
+        reply: None,
+    });
+    assert_eq!(
+        down(check(&director, &no_reply, 9000)),
+        Failure::IcmpUnreachable
+    );
+    let _srv = socat_echo(&rs)?;
+    wait_up(&director, &ok, 9000);
+    assert_eq!(check(&director, &no_reply, 9000), CheckResult::UP);
+    Ok(())
+}
+
+/// A tonic health server in the real-server host, on its own thread; it
+/// stops when `stop` is dropped.
+struct GrpcServer {
+    reporter: tonic_health::server::HealthReporter,
+    rt: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GrpcServer {
+    fn start(rs: &Host) -> GrpcServer {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (reporter, service) = tonic_health::server::health_reporter();
+        // The listening socket is opened inside the host; the server runs on our runtime.
+        let listener = rs
+            .in_netns(|| std::net::TcpListener::bind((RS, 50051)).unwrap())
+            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = rt.handle().clone();
+        let thread = std::thread::spawn(move || {
+            handle.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(listener).unwrap();
+                let _ = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(l),
+                        async {
+                            let _ = stop_rx.await;
+                        },
+                    )
+                    .await;
+            })
+        });
+        GrpcServer {
+            reporter,
+            rt,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn set(&self, service: &str, status: tonic_health::ServingStatus) {
+        self.rt
+            .block_on(self.reporter.set_service_status(service, status));
+    }
+
+    fn stop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn grpc(service: &str) -> CheckKind {
+    CheckKind::Grpc(GrpcSpec {
+        service: service.into(),
+        tls: false,
+        tls_verify: false,
+        authority: None,
+    })
+}
+
+#[test]
+fn grpc_against_tonic_health_server() -> Result<()> {
+    use tonic_health::ServingStatus;
+    let (_lab, director, rs) = lab("health-grpc")?;
+    let mut srv = GrpcServer::start(&rs);
+    srv.set("lb.web", ServingStatus::Serving);
+    let ok = grpc("lb.web");
+    wait_up(&director, &ok, 50051);
+    srv.set("lb.web", ServingStatus::NotServing);
+    assert_eq!(
+        down(check(&director, &ok, 50051)),
+        Failure::NotServing {
+            status: "NOT_SERVING".into()
+        }
+    );
+    assert!(matches!(
+        down(check(&director, &grpc("lb.unknown"), 50051)),
+        Failure::Grpc { code, .. } if code == "NotFound"
+    ));
+    srv.set("lb.web", ServingStatus::Serving);
+    assert_eq!(check(&director, &ok, 50051), CheckResult::UP);
+    srv.stop();
+    assert_eq!(down(check(&director, &ok, 50051)), Failure::Refused);
+    // Slow: something accepts on the port but never speaks HTTP/2.
+    let _mute = rs.spawn([
+        "socat",
+        &format!("TCP4-LISTEN:50051,bind={RS},reuseaddr,fork"),
+        "EXEC:sleep 30",
+    ])?;
+    wait_for(
+        || check(&director, &CheckKind::Tcp, 50051) == CheckResult::UP,
+        scaled(Duration::from_secs(10)),
+    )?;
+    assert_eq!(down(check(&director, &ok, 50051)), Failure::Timeout);
+    Ok(())
+}
+
+// In: the runner checks python's http.server with rise 3 and fall 2 every
+// 300 ms. Out: the Up transition comes when the server has logged exactly 3
+// requests; after SIGSTOP the Down transition comes with reason Timeout.
+async fn next_transition(rx: &mut tokio::sync::mpsc::Receiver<HealthEvent>) -> Transition {
+    let deadline = tokio::time::Instant::now() + scaled(Duration::from_secs(10));
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(HealthEvent::Transition { transition, .. })) => return transition,
+            Ok(Some(_)) => {}
+            _ => panic!("no transition in time"),
+        }
+    }
+}
+
+#[test]
+fn runner_rise_and_fall_counted_against_the_server_log() -> Result<()> {
+    let (lab, director, rs) = lab("health-rise")?;
+    let srv = http_server(&rs, &lab)?;
+    wait_for(
+        || check(&director, &CheckKind::Tcp, 8000) == CheckResult::UP,
+        scaled(Duration::from_secs(10)),
+    )?;
+    let log_path = srv.log_path().to_path_buf();
+    let requests = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET /health-probe"))
+            .count()
+    };
+    let spec = ServiceSpec {
+        name: "web".into(),
+        vip: None,
+        port: 8000,
+        inhibit_on_failure: false,
+        slow_start: None,
+        sorry: None,
+        quorum: QuorumSpec::default(),
+        real_servers: vec![RealServerSpec {
+            name: "rs".into(),
+            addr: target(8000),
+            weight: 1,
+            drain: false,
+            check: CheckSpec {
+                // /health-probe answers 404: expect 404 so it is "up" and logged.
+                kind: CheckKind::Http(HttpSpec {
+                    path: "/health-probe".into(),
+                    host: None,
+                    sni: None,
+                    tls: false,
+                    tls_verify: false,
+                    version: HttpVersion::Http1,
+                    expected_status: vec![404],
+                    body: None,
+                }),
+                timing: Timing {
+                    interval: scaled(Duration::from_millis(300)),
+                    timeout: scaled(Duration::from_millis(250)),
+                    rise: 3,
+                    fall: 2,
+                    ..Timing::default()
+                },
+                ..CheckSpec::default()
+            },
+        }],
+    };
+    let mut srv = srv;
+    let (up_logged, down_failure) = director.in_netns(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let (h, _task) = spawn(
+                RunnerSettings {
+                    max_concurrent: 4,
+                    seed: 3,
+                },
+                tx,
+            );
+            h.apply(vec![spec]).await.unwrap();
+            let t = next_transition(&mut rx).await;
+            assert_eq!(t, Transition::Up { weight: None });
+            let up_logged = requests();
+            srv.signal(Signal::SIGSTOP);
+            let t = next_transition(&mut rx).await;
+            srv.signal(Signal::SIGCONT);
+            (up_logged, t)
+        })
+    })?;
+    assert_eq!(up_logged, 3, "up after exactly rise = 3 answered checks");
+    assert_eq!(
+        down_failure,
+        Transition::Down {
+            reason: Failure::Timeout
+        }
+    );
+    Ok(())
+}
+
+fn exec(script: &str, dynamic_weight: bool) -> CheckKind {
+    CheckKind::Exec(lb_agent::health::config::ExecSpec {
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        user: None,
+        dynamic_weight,
+    })
+}
+
+// A MISC_CHECK as operators write them: curl the real server named by the
+// environment. Up (exit 0), wrong answer (curl -f exits 22 on a 404: down),
+// dynamic weight (exit 2 + weight), slow (server stopped: the whole process
+// group is killed at the timeout), down (refused: curl exits 7), recovery.
+#[test]
+fn exec_misc_check_with_curl() -> Result<()> {
+    let (lab, director, rs) = lab("health-exec")?;
+    let mut srv = http_server(&rs, &lab)?;
+    let curl = |path: &str| {
+        exec(
+            &format!("curl -sf -o /dev/null --max-time 30 http://$LB_RS_ADDRESS:$LB_RS_PORT{path}"),
+            false,
+        )
+    };
+    wait_up(&director, &curl("/"), 8000);
+    assert_eq!(
+        down(check(&director, &curl("/missing"), 8000)),
+        Failure::ExitCode { code: 22 }
+    );
+    let weighted = exec(
+        "curl -sf -o /dev/null http://$LB_RS_ADDRESS:$LB_RS_PORT/ && exit 7",
+        true,
+    );
+    assert_eq!(
+        check(&director, &weighted, 8000),
+        CheckResult::Up { weight: Some(5) }
+    );
+    srv.signal(Signal::SIGSTOP);
+    let t0 = Instant::now();
+    assert_eq!(down(check(&director, &curl("/"), 8000)), Failure::Timeout);
+    assert!(t0.elapsed() >= timeout() && t0.elapsed() < timeout() + scaled(Duration::from_secs(2)));
+    srv.signal(Signal::SIGCONT);
+    assert_eq!(check(&director, &curl("/"), 8000), CheckResult::UP);
+    srv.kill();
+    assert_eq!(
+        down(check(&director, &curl("/"), 8000)),
+        Failure::ExitCode { code: 7 }
+    );
+    let _srv = http_server(&rs, &lab)?;
+    wait_up(&director, &curl("/"), 8000);
+    Ok(())
+}
