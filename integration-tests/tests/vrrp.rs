@@ -660,14 +660,13 @@ fn parse_wire(frames: &[Vec<u8>]) -> Wire {
         let p = &f[14..];
         match ethertype {
             0x0800 => {
-                if let Ok((hdr, payload)) = lb_agent::vrrp::packet::Ipv4Header::parse(p) {
-                    if hdr.protocol == 112 {
-                        let src = IpAddr::V4(hdr.src);
-                        let dst = IpAddr::V4(hdr.dst);
-                        let adv =
-                            Advertisement::decode(payload, src, dst).map_err(|e| e.to_string());
-                        w.adverts.push((src, hdr.ttl, adv));
-                    }
+                if let Ok((hdr, payload)) = lb_agent::vrrp::packet::Ipv4Header::parse(p)
+                    && hdr.protocol == 112
+                {
+                    let src = IpAddr::V4(hdr.src);
+                    let dst = IpAddr::V4(hdr.dst);
+                    let adv = Advertisement::decode(payload, src, dst).map_err(|e| e.to_string());
+                    w.adverts.push((src, hdr.ttl, adv));
                 }
             }
             0x86dd if p.len() >= 40 => {

@@ -513,7 +513,7 @@ impl Runner {
         if done.lag > done.interval {
             self.stats.late += 1;
         }
-        if self.stats.finished % 1024 == 0 {
+        if self.stats.finished.is_multiple_of(1024) {
             self.stats_tx.send_replace(self.stats);
         }
         let Some(e) = self.checks.get_mut(&done.id) else {

@@ -106,14 +106,14 @@ pub fn assess(desired: &Desired, facts: &Facts) -> Vec<Finding> {
         for need in vip_needs(vip, &interfaces) {
             match &need {
                 Need::Sysctl { key, .. } => {
-                    if let Some(Err(why)) = facts.writable.get(key) {
-                        if reported_keys.insert(key.clone()) {
-                            findings.push(Finding {
-                                blocking: true,
-                                subject: key.to_string(),
-                                message: format!("not writable ({why}): the agent needs CAP_NET_ADMIN and a writable /proc/sys in its network namespace"),
-                            });
-                        }
+                    if let Some(Err(why)) = facts.writable.get(key)
+                        && reported_keys.insert(key.clone())
+                    {
+                        findings.push(Finding {
+                            blocking: true,
+                            subject: key.to_string(),
+                            message: format!("not writable ({why}): the agent needs CAP_NET_ADMIN and a writable /proc/sys in its network namespace"),
+                        });
                     }
                 }
                 Need::Exclusive { .. } | Need::RouteVia { .. } => {

@@ -133,7 +133,7 @@ fn plan_instance(
         }
         Version::V3 => {
             let cs = adver_int.as_nanos() / 10_000_000;
-            if adver_int.as_nanos() % 10_000_000 != 0 || !(1..=4095).contains(&cs) {
+            if !adver_int.as_nanos().is_multiple_of(10_000_000) || !(1..=4095).contains(&cs) {
                 return Err(err(format!(
                     "advert interval {adver_int:?}: version 3 needs whole centiseconds, 10ms..40.95s"
                 )));
