@@ -6,8 +6,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # `make bench BENCH=ipvs` runs one area: ipvs, vrrp, health, agent, controller.
 BENCH ?= all
+# `make fuzz FUZZ=ipvs_attrs` runs one decoder's fuzz target (or vrrp_packet).
+FUZZ ?= vrrp_packet
+FUZZ_SECONDS ?= 60
 
-.PHONY: all test deps fmt-check clippy test-host test-kernel demo bench build
+.PHONY: all test deps fmt-check clippy test-host test-kernel demo bench build fuzz
 
 all: build
 
@@ -54,3 +57,9 @@ demo: deps build
 
 bench: deps
 	integration-tests/bench/run $(BENCH)
+
+# Coverage-guided fuzzing of a decoder with cargo-fuzz (libFuzzer). The stable
+# toolchain builds it with RUSTC_BOOTSTRAP for the sanitizer flags.
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd agent/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(FUZZ) -- -max_total_time=$(FUZZ_SECONDS)
