@@ -47,13 +47,18 @@ test: deps
 	done; \
 	echo "==> make test passed in $$(( $$(date +%s) - start ))s"
 
-# What works today: every seed's topology validated by lbctl, and an LVS-DR
-# path in the real-kernel lab carrying HTTP through the VIP to two real servers.
+# What works today, until the director agent assembles VRRP, IPVS and the
+# health checks (then this becomes seed 000 end to end): every seed's topology
+# validated by lbctl; then, in the real-kernel lab, real servers configured only
+# by `lb-agent realserver` (VIP on lo for DR, on tunl0 for TUN, ARP and
+# rp_filter sysctls) carrying HTTP from a client through the VIP of a director
+# whose IPVS rules are set with ipvsadm, and our IPVS client's table read back
+# against ipvsadm.
 demo: deps build
 	@echo "==> lbctl validate: one topology per seed setup"
 	@for f in examples/*.yaml; do target/debug/lbctl validate "$$f"; done
-	@echo "==> LVS-DR in the real-kernel lab: client -> director (IPVS) -> two real servers"
-	integration-tests/vm/run smoke_dr -- --nocapture
+	@echo "==> real-kernel lab: LVS-DR and LVS-TUN to real servers run by lb-agent realserver"
+	integration-tests/vm/run http_through_the_vip ipvs -- --nocapture
 
 bench: deps
 	integration-tests/bench/run $(BENCH)

@@ -2,12 +2,15 @@
 //!
 //! One binary, two roles:
 //!
-//! - `lb-agent director`: VRRP for the VIPs, IPVS over generic netlink, health
-//!   checks of the real servers, and a gRPC API;
+//! - `lb-agent director`: VRRP for the VIPs, IPVS over generic netlink
+//!   ([`ipvs`]), health checks of the real servers ([`health`]), and a gRPC
+//!   API; today the binary runs VRRP, and the director assembly that joins the
+//!   three is still to come;
 //! - `lb-agent realserver`: the VIPs on `lo` (DR) or on a tunnel (TUN), the ARP
 //!   and rp_filter sysctls, and readiness.
 //!
-//! Both run standalone from a YAML file or under `lb-controller`.
+//! Both run standalone from a YAML file; the link to `lb-controller`
+//! (`--controller`) is still to come.
 
 pub mod config;
 pub mod health;

@@ -19,7 +19,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Role {
-    /// Run on a director: VRRP, IPVS and health checks, with a gRPC API.
+    /// Run on a director: VRRP for the VIPs (IPVS and health checks join with the director assembly).
     Director {
         /// Configuration file (a DirectorConfig or a whole topology, in YAML).
         #[arg(long, short)]
@@ -82,6 +82,18 @@ fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             // For now the director runs VRRP only; IPVS and checks join later.
+            // A tracked service's quorum comes from the health checks: refuse
+            // it rather than run with a failover trigger that never fires.
+            if let Some(p) = planned.iter().find(|p| !p.track_services.is_empty()) {
+                let services: Vec<&str> =
+                    p.track_services.iter().map(|(s, _)| s.as_str()).collect();
+                anyhow::bail!(
+                    "instance {}: trackServices ({}) needs the health checks, which this \
+                     director does not run yet: leave trackServices out for now",
+                    p.instance.name,
+                    services.join(", ")
+                );
+            }
             // One thread: VRRP wakes often and briefly, and a single thread
             // keeps its wake-ups cheap on a loaded machine.
             tokio::runtime::Builder::new_current_thread()

@@ -1,4 +1,5 @@
-//! The agent's side of `AgentSync`, for `lb-agent --controller`.
+//! The agent's side of `AgentSync`, for the agents' link to the controller
+//! (`lb-agent --controller`, still to come).
 //!
 //! ```text
 //!   controller URLs (round robin, backoff) ──► stream
@@ -111,10 +112,15 @@ pub async fn run<A: Applier>(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Applied {
     tokio::pin!(shutdown);
+    if config.urls.is_empty() {
+        tracing::error!("no controller URL given: the agent keeps its stored configuration");
+        shutdown.await;
+        return applied;
+    }
     let mut backoff = config.backoff_min;
     let mut index = 0usize;
     loop {
-        let url = config.urls[index % config.urls.len().max(1)].clone();
+        let url = config.urls[index % config.urls.len()].clone();
         index += 1;
         let started = Instant::now();
         let result = tokio::select! {

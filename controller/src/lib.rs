@@ -12,7 +12,8 @@
 //! - [`fleet`]: the agents, their status and the push;
 //! - [`controller`]: the operations and the background tasks;
 //! - [`sync`], [`api`], [`server`]: the gRPC services and the server;
-//! - [`agent_client`]: the agent's side of `AgentSync`, for `lb-agent --controller`.
+//! - [`agent_client`]: the agent's side of `AgentSync`, for the agents' link to
+//!   the controller (still to come in `lb-agent`).
 
 pub mod agent_client;
 pub mod api;

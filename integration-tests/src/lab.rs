@@ -20,10 +20,11 @@
 //! deletes them, also while a panic unwinds. Set `LB_LAB_KEEP=1` to keep a
 //! lab for inspection (its names are printed).
 
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, RwLock};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -313,6 +314,13 @@ impl Lab {
     fn add_netns(&self, netns: &str) -> Result<()> {
         // Recorded first: a half-made namespace is deleted on drop too.
         self.state().netns.push(netns.to_string());
+        // Another test may be changing how namespaces are born (for example
+        // net.core.fb_tunnels_only_for_init_net); wait until it is done.
+        let _shared = if EXCLUSIVE_CREATION.get() {
+            None
+        } else {
+            Some(NETNS_CREATION.read().unwrap_or_else(|e| e.into_inner()))
+        };
         Cmd::new(["ip", "netns", "add", netns]).run_ok()?;
         ip(netns, ["link", "set", "lo", "up"])?;
         Ok(())
@@ -321,6 +329,31 @@ impl Lab {
     fn state(&self) -> std::sync::MutexGuard<'_, LabState> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Held shared while a namespace is created, exclusively by
+/// [`with_exclusive_netns_creation`].
+static NETNS_CREATION: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    static EXCLUSIVE_CREATION: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` while no other thread of this process creates a namespace: for a
+/// test that changes a machine-wide setting that applies to namespaces as they
+/// are created, and puts it back before returning. Namespaces `f` itself
+/// creates (on this thread) are not blocked.
+pub fn with_exclusive_netns_creation<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            EXCLUSIVE_CREATION.set(false);
+        }
+    }
+    let _exclusive = NETNS_CREATION.write().unwrap_or_else(|e| e.into_inner());
+    EXCLUSIVE_CREATION.set(true);
+    let _reset = Reset;
+    f()
 }
 
 impl Drop for Lab {

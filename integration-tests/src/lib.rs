@@ -37,7 +37,7 @@ use std::time::Duration;
 pub use cmd::{Cmd, Output};
 pub use error::{LabError, Result};
 pub use http::http_url;
-pub use lab::{Host, Lab, sweep_stale};
+pub use lab::{Host, Lab, sweep_stale, with_exclusive_netns_creation};
 pub use netns::in_netns;
 pub use process::Proc;
 pub use wait::{wait_for, wait_for_ok, wait_for_some};

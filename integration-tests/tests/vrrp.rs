@@ -4,7 +4,7 @@
 //! the wire are checked from a capture on the bridge.
 //!
 //! Needs root (network namespaces) and tcpdump; the interop tests need
-//! keepalived (Debian package) and are skipped with a message without it.
+//! keepalived (Debian package) and fail without it.
 //! Traffic stays inside the lab's namespaces.
 
 use std::net::IpAddr;

@@ -90,8 +90,12 @@ pub enum IpvsError {
 pub enum OpOutcome {
     /// Done as asked.
     Done,
-    /// The kernel already had it ("exists" on add, "not found" on delete).
+    /// The kernel already had it ("not found" on delete).
     AlreadyConverged,
+    /// The object to add exists already: it appeared after the dump the plan
+    /// was made from and may differ from what was asked (another scheduler or
+    /// weight); the next reconcile compares it.
+    Appeared,
     /// The object to change has gone; the next reconcile re-plans.
     Vanished,
     /// A real failure.
@@ -105,6 +109,8 @@ pub struct ApplyReport {
     pub done: usize,
     /// Operations the kernel had already converged on.
     pub already: Vec<IpvsOp>,
+    /// Adds of objects that appeared meanwhile (compared again next round).
+    pub appeared: Vec<IpvsOp>,
     /// Operations on objects that vanished meanwhile.
     pub vanished: Vec<IpvsOp>,
     /// Operations that failed, with why.
@@ -115,7 +121,7 @@ impl ApplyReport {
     /// Whether the kernel now holds what the plan asked (as far as the
     /// plan's operations go).
     pub fn converged(&self) -> bool {
-        self.failed.is_empty() && self.vanished.is_empty()
+        self.failed.is_empty() && self.vanished.is_empty() && self.appeared.is_empty()
     }
 }
 
@@ -382,8 +388,9 @@ impl IpvsSocket {
         Ok(table)
     }
 
-    /// Carry out a plan, pipelined; each operation's outcome is classified
-    /// so that "already exists" and "not found" count as convergence.
+    /// Carry out a plan, pipelined; each operation's outcome is classified:
+    /// "not found" on a delete counts as convergence, "already exists" on an
+    /// add is no failure but makes the round re-plan (the object may differ).
     pub fn apply(&mut self, ops: &[IpvsOp]) -> Result<ApplyReport, IpvsError> {
         let reqs: Vec<Request> = ops.iter().map(request_of).collect();
         let answers = self.batch(&reqs)?;
@@ -396,6 +403,7 @@ impl IpvsSocket {
             match outcome {
                 OpOutcome::Done => report.done += 1,
                 OpOutcome::AlreadyConverged => report.already.push(op.clone()),
+                OpOutcome::Appeared => report.appeared.push(op.clone()),
                 OpOutcome::Vanished => report.vanished.push(op.clone()),
                 OpOutcome::Failed(e) => report.failed.push((op.clone(), e)),
             }
@@ -517,10 +525,10 @@ pub fn request_of(op: &IpvsOp) -> Request {
 pub fn classify(op: &IpvsOp, errno: i32) -> OpOutcome {
     use libc::{EEXIST, ENOENT, ESRCH};
     match (op, errno) {
-        (IpvsOp::AddService(_), EEXIST) => OpOutcome::AlreadyConverged,
+        (IpvsOp::AddService(_), EEXIST) => OpOutcome::Appeared,
         (IpvsOp::DelService(_), ESRCH | ENOENT) => OpOutcome::AlreadyConverged,
         (IpvsOp::SetService(_), ESRCH) => OpOutcome::Vanished,
-        (IpvsOp::AddDest(..), EEXIST) => OpOutcome::AlreadyConverged,
+        (IpvsOp::AddDest(..), EEXIST) => OpOutcome::Appeared,
         (IpvsOp::AddDest(..), ESRCH) => OpOutcome::Vanished,
         (IpvsOp::SetDest(..), ENOENT | ESRCH) => OpOutcome::Vanished,
         (IpvsOp::DelDest(..), ENOENT | ESRCH) => OpOutcome::AlreadyConverged,
@@ -666,17 +674,14 @@ mod tests {
             Forwarding::Route,
         );
         let add = IpvsOp::AddService(Service::new(key(), "mh"));
-        assert!(matches!(
-            classify(&add, libc::EEXIST),
-            OpOutcome::AlreadyConverged
-        ));
+        assert!(matches!(classify(&add, libc::EEXIST), OpOutcome::Appeared));
         assert!(matches!(
             classify(&IpvsOp::DelService(key()), libc::ESRCH),
             OpOutcome::AlreadyConverged
         ));
         assert!(matches!(
             classify(&IpvsOp::AddDest(key(), d), libc::EEXIST),
-            OpOutcome::AlreadyConverged
+            OpOutcome::Appeared
         ));
         assert!(matches!(
             classify(&IpvsOp::DelDest(key(), d.key), libc::ENOENT),

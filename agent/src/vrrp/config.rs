@@ -36,8 +36,16 @@ pub struct Planned {
     pub track_services: Vec<(String, i32)>,
 }
 
+/// A duration that is set, zero included (`garp.delay: 0s` turns the second
+/// burst off, as keepalived's `garp_master_delay 0` does).
 fn dur(d: &Option<lb_proto::duration::Duration>) -> Option<Duration> {
-    d.as_ref().filter(|d| !d.is_zero()).and_then(|d| d.to_std())
+    d.as_ref().and_then(|d| d.to_std())
+}
+
+/// A duration where zero means "the default" (a script's interval: zero would
+/// run it in a loop).
+fn nonzero(d: &Option<lb_proto::duration::Duration>) -> Option<Duration> {
+    dur(d).filter(|d| !d.is_zero())
 }
 
 /// The instances of `cfg` in which node `node` has a priority.
@@ -249,7 +257,7 @@ fn plan_instance(
             backup: n.backup.clone(),
             fault: n.fault.clone(),
             stop: n.stop.clone(),
-            timeout: dur(&n.timeout).unwrap_or(Duration::from_secs(10)),
+            timeout: nonzero(&n.timeout).unwrap_or(Duration::from_secs(10)),
         })
         .unwrap_or_default();
     let mut tracked = vec![Tracked {
@@ -275,13 +283,13 @@ fn plan_instance(
         if s.command.is_empty() {
             return Err(err(format!("script {:?} has no command", s.name)));
         }
-        let interval = dur(&s.interval).unwrap_or(Duration::from_secs(1));
+        let interval = nonzero(&s.interval).unwrap_or(Duration::from_secs(1));
         tracked.push(Tracked {
             source: Source::Script {
                 name: s.name.clone(),
                 command: s.command.clone(),
                 interval,
-                timeout: dur(&s.timeout).unwrap_or(interval),
+                timeout: nonzero(&s.timeout).unwrap_or(interval),
                 rise: s.rise.max(1),
                 fall: s.fall.max(1),
             },

@@ -1,11 +1,9 @@
 //! Putting the VIPs on the interface and taking them off.
 //!
-//! The instance task talks to a [`VipBackend`]: the rtnetlink client of
-//! `netif` ([`Rtnl`]) on the director, or [`IpCommand`] (iproute2's `ip
-//! address`) where no netlink socket is wanted.
+//! The instance task talks to a [`VipBackend`], which the rtnetlink client of
+//! `netif` ([`Rtnl`]) implements.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 
@@ -122,73 +120,6 @@ impl VipBackend for Rtnl {
                     message: e.to_string(),
                 })
         })
-    }
-}
-
-/// `ip address add|del` (iproute2).
-#[derive(Debug, Clone, Default)]
-pub struct IpCommand;
-
-impl IpCommand {
-    async fn run(
-        op: &'static str,
-        args: Vec<String>,
-        ifname: &str,
-        vip: Vip,
-    ) -> Result<(), VipError> {
-        let fail = |message: String| VipError {
-            op,
-            vip,
-            ifname: ifname.to_string(),
-            message,
-        };
-        let child = tokio::process::Command::new("ip")
-            .args(&args)
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(5), child)
-            .await
-            .map_err(|_| fail("ip did not answer within 5s".into()))?
-            .map_err(|e| fail(format!("running ip: {e}")))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        // Idempotence: EEXIST on add, EADDRNOTAVAIL on delete.
-        if (op == "add" && (stderr.contains("File exists") || stderr.contains("already assigned")))
-            || (op == "remove" && stderr.contains("Cannot assign requested address"))
-        {
-            return Ok(());
-        }
-        Err(fail(stderr.trim().to_string()))
-    }
-}
-
-impl VipBackend for IpCommand {
-    fn add<'a>(
-        &'a self,
-        ifname: &'a str,
-        vip: Vip,
-        label: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<(), VipError>> {
-        let mut args: Vec<String> = ["address", "add", &vip.to_string(), "dev", ifname]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        match (vip.address, label) {
-            (IpAddr::V4(_), Some(label)) => args.extend(["label".into(), label.to_string()]),
-            (IpAddr::V6(_), _) => args.push("nodad".into()),
-            _ => {}
-        }
-        Box::pin(Self::run("add", args, ifname, vip))
-    }
-
-    fn remove<'a>(&'a self, ifname: &'a str, vip: Vip) -> BoxFuture<'a, Result<(), VipError>> {
-        let args = ["address", "del", &vip.to_string(), "dev", ifname]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        Box::pin(Self::run("remove", args, ifname, vip))
     }
 }
 

@@ -232,13 +232,21 @@ fn tun_created_tunnel_deleted_by_hand_comes_back() -> Result<()> {
     let key = Path::new("/proc/sys/net/core/fb_tunnels_only_for_init_net");
     let old = std::fs::read_to_string(key)?;
     // 1: fallback devices only in the initial namespace, for namespaces
-    // created from now on; put back as soon as the host exists.
-    std::fs::write(key, "1")?;
-    let made = Lab::new("rs-tun-create").and_then(|lab| {
+    // created from now on; put back as soon as the host exists (also on a
+    // panic), while no other test of this binary creates a namespace.
+    struct Restore<'a>(&'a Path, String);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0, self.1.trim());
+        }
+    }
+    let made = lb_lab::with_exclusive_netns_creation(|| -> Result<_> {
+        let _restore = Restore(key, old.clone());
+        std::fs::write(key, "1")?;
+        let lab = Lab::new("rs-tun-create")?;
         let rs = lab.host("rs1", &["10.0.0.11/24"])?;
         Ok((lab, rs))
     });
-    std::fs::write(key, old.trim())?;
     let (_lab, rs) = made?;
     ensure!(
         rs.ip(["link", "show", "tunl0"]).is_err(),
