@@ -110,9 +110,13 @@ impl ControllerService for Api {
             Some(apply_request::Content::Objects(list)) => Edit::Upsert(
                 list.objects
                     .into_iter()
-                    .map(|o| {
-                        o.kind
-                            .ok_or_else(|| Status::invalid_argument("an object without a kind"))
+                    .enumerate()
+                    .map(|(i, o)| {
+                        o.kind.ok_or_else(|| {
+                            Status::invalid_argument(format!(
+                                "objects[{i}]: no kind: set one of node, directorGroup, service"
+                            ))
+                        })
                     })
                     .collect::<Result<_, _>>()?,
             ),

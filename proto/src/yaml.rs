@@ -74,47 +74,19 @@ mod tests {
     use super::*;
     use crate::v1::{Forwarding, Protocol, Topology, health_check};
 
-    const SEED_000: &str = r#"
-nodes:
-  - {name: ds1, role: director,   address: 192.168.56.181}
-  - {name: rs1, role: realserver, address: 192.168.56.183}
-directorGroups:
-  - name: dns-lb
-    interface: eth2
-    vrrp:
-      version: 3
-      advertInterval: 1s
-      instances:
-        - name: VI_1
-          vrid: 50
-          vips: [192.168.56.185/24]
-          priorities: {ds1: 100}
-services:
-  - name: dns
-    directorGroup: dns-lb
-    vip: 192.168.56.185
-    port: 53
-    protocol: udp
-    scheduler: wrr
-    forwarding: dr
-    healthCheck:
-      dns: {name: www.abc.local, type: A}
-      interval: 6s
-      timeout: 50ms
-    realServers:
-      - {node: rs1, port: 53, weight: 1}
-"#;
+    /// Seed 000 (DNS over LVS-DR), from `examples/`.
+    const SEED_000: &str = include_str!("../../examples/seed-000-dns-dr.yaml");
 
     #[test]
     fn reads_the_design_example() {
         let t: Topology = from_str(SEED_000).expect("parses");
-        assert_eq!(t.nodes.len(), 2);
+        assert_eq!(t.nodes.len(), 4);
         let svc = &t.services[0];
         assert_eq!(svc.protocol(), Protocol::Udp);
         assert_eq!(svc.forwarding(), Forwarding::Dr);
         let hc = svc.health_check.as_ref().unwrap();
         assert_eq!(hc.interval.unwrap().seconds, 6);
-        assert_eq!(hc.timeout.unwrap().nanos, 50_000_000);
+        assert_eq!(hc.timeout.unwrap().seconds, 1);
         match hc.kind.as_ref().unwrap() {
             health_check::Kind::Dns(dns) => assert_eq!(dns.name, "www.abc.local"),
             other => panic!("wrong kind {other:?}"),

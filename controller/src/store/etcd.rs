@@ -139,22 +139,32 @@ impl EtcdStore {
     fn readiness_prefix(&self) -> String {
         format!("{}/readiness/", self.prefix)
     }
+
+    /// The value at `key`, decoded; `None` when the key is absent.
+    async fn get_one<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(key, None)
+            .await
+            .map_err(map_err)?;
+        resp.kvs()
+            .first()
+            .map(|kv| decode(key, kv.value()))
+            .transpose()
+    }
 }
 
 #[async_trait::async_trait]
 impl Store for EtcdStore {
     async fn current(&self) -> Result<Record, StoreError> {
-        let key = self.topology_key();
-        let resp = self
-            .client
-            .kv_client()
-            .get(key.as_str(), None)
-            .await
-            .map_err(map_err)?;
-        match resp.kvs().first() {
-            Some(kv) => decode(&key, kv.value()),
-            None => Ok(Record::empty()),
-        }
+        Ok(self
+            .get_one(&self.topology_key())
+            .await?
+            .unwrap_or_else(Record::empty))
     }
 
     async fn commit(&self, expected: u64, change: Change) -> Result<Record, StoreError> {
@@ -212,17 +222,7 @@ impl Store for EtcdStore {
     }
 
     async fn at(&self, revision: u64) -> Result<Option<Record>, StoreError> {
-        let key = self.history_key(revision);
-        let resp = self
-            .client
-            .kv_client()
-            .get(key.as_str(), None)
-            .await
-            .map_err(map_err)?;
-        resp.kvs()
-            .first()
-            .map(|kv| decode(&key, kv.value()))
-            .transpose()
+        self.get_one(&self.history_key(revision)).await
     }
 
     async fn set_readiness(&self, node: &str, vips: BTreeSet<String>) -> Result<(), StoreError> {
@@ -330,17 +330,7 @@ impl Store for EtcdStore {
     }
 
     async fn epoch(&self) -> Result<u64, StoreError> {
-        let key = self.epoch_key();
-        let resp = self
-            .client
-            .kv_client()
-            .get(key.as_str(), None)
-            .await
-            .map_err(map_err)?;
-        match resp.kvs().first() {
-            Some(kv) => decode(&key, kv.value()),
-            None => Ok(0),
-        }
+        Ok(self.get_one(&self.epoch_key()).await?.unwrap_or(0))
     }
 
     async fn campaign(&self, replica: &str) -> Result<Option<u64>, StoreError> {

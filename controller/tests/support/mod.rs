@@ -41,39 +41,8 @@ pub async fn etcd() -> Backend {
 }
 
 /// The DNS-over-DR seed topology.
-pub const SEED_DNS: &str = r#"
-nodes:
-  - {name: ds1, role: director,   address: 192.168.56.181}
-  - {name: ds2, role: director,   address: 192.168.56.182}
-  - {name: rs1, role: realserver, address: 192.168.56.183}
-  - {name: rs2, role: realserver, address: 192.168.56.184}
-directorGroups:
-  - name: dns-lb
-    interface: eth2
-    vrrp:
-      version: 3
-      advertInterval: 1s
-      instances:
-        - name: VI_1
-          vrid: 50
-          vips: [192.168.56.185/24]
-          priorities: {ds1: 100, ds2: 99}
-services:
-  - name: dns
-    directorGroup: dns-lb
-    vip: 192.168.56.185
-    port: 53
-    protocol: udp
-    scheduler: wrr
-    forwarding: dr
-    healthCheck:
-      dns: {name: www.abc.local, type: A}
-      interval: 6s
-      timeout: 1s
-    realServers:
-      - {node: rs1, port: 53, weight: 1}
-      - {node: rs2, port: 53, weight: 1}
-"#;
+/// Seed 000 (DNS over LVS-DR, two directors), from `examples/`.
+pub const SEED_DNS: &str = include_str!("../../../examples/seed-000-dns-dr.yaml");
 
 /// The seed topology parsed.
 pub fn seed() -> lb_proto::v1::Topology {
