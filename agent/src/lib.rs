@@ -13,8 +13,10 @@
 //! (`--controller`) is still to come.
 
 pub mod config;
+pub mod director;
 pub mod health;
 pub mod ipvs;
 pub mod netif;
 pub mod realserver;
+pub mod store;
 pub mod vrrp;

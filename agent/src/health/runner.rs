@@ -21,7 +21,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap, HashMap},
+    collections::{BTreeMap, BinaryHeap, HashMap, HashSet},
     hash::{Hash, Hasher},
     net::SocketAddr,
     sync::Arc,
@@ -135,7 +135,11 @@ pub struct RunnerStats {
 }
 
 enum Command {
-    Apply(Vec<(ServiceSpec, Vec<Checker>)>, oneshot::Sender<()>),
+    Apply(
+        Vec<(ServiceSpec, Vec<Checker>)>,
+        HashSet<(String, SocketAddr)>,
+        oneshot::Sender<()>,
+    ),
 }
 
 /// Talks to the runner task.
@@ -149,7 +153,7 @@ pub struct HealthHandle {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Apply(s, _) => write!(f, "Apply({} services)", s.len()),
+            Command::Apply(s, _, _) => write!(f, "Apply({} services)", s.len()),
         }
     }
 }
@@ -158,6 +162,18 @@ impl HealthHandle {
     /// Replaces the services checked. Builds every checker first: on error
     /// nothing changes.
     pub async fn apply(&self, services: Vec<ServiceSpec>) -> Result<(), ApplyError> {
+        self.apply_assuming(services, HashSet::new()).await
+    }
+
+    /// As [`apply`](Self::apply), but new checks of the real servers in
+    /// `assumed_up` (service, address) start up whatever their start state:
+    /// a restarted director adopts the destinations it finds in the kernel
+    /// instead of pulling them until their first check passes.
+    pub async fn apply_assuming(
+        &self,
+        services: Vec<ServiceSpec>,
+        assumed_up: HashSet<(String, SocketAddr)>,
+    ) -> Result<(), ApplyError> {
         let mut built = Vec::with_capacity(services.len());
         for s in services {
             let mut seen = std::collections::HashSet::new();
@@ -181,7 +197,7 @@ impl HealthHandle {
         }
         let (done_tx, done_rx) = oneshot::channel();
         self.cmd_tx
-            .send(Command::Apply(built, done_tx))
+            .send(Command::Apply(built, assumed_up, done_tx))
             .await
             .map_err(|_| ApplyError::Stopped)?;
         done_rx.await.map_err(|_| ApplyError::Stopped)
@@ -301,8 +317,8 @@ impl Runner {
             };
             tokio::select! {
                 cmd = cmd_rx.recv() => match cmd {
-                    Some(Command::Apply(services, done)) => {
-                        self.apply(services, Instant::now()).await;
+                    Some(Command::Apply(services, assumed_up, done)) => {
+                        self.apply(services, &assumed_up, Instant::now()).await;
                         let _ = done.send(());
                     }
                     None => return,
@@ -365,7 +381,12 @@ impl Runner {
         }
     }
 
-    async fn apply(&mut self, services: Vec<(ServiceSpec, Vec<Checker>)>, now: Instant) {
+    async fn apply(
+        &mut self,
+        services: Vec<(ServiceSpec, Vec<Checker>)>,
+        assumed_up: &HashSet<(String, SocketAddr)>,
+        now: Instant,
+    ) {
         // Which checks stay, which are new.
         let mut keep: HashMap<(String, SocketAddr), CheckId> = HashMap::new();
         let mut fresh: Vec<(String, RealServerSpec, Checker, ExecEnv)> = vec![];
@@ -399,7 +420,8 @@ impl Runner {
         let n = fresh.len();
         for (i, (service, rs, checker, env)) in fresh.into_iter().enumerate() {
             let mut timing = rs.check.timing;
-            if rs.check.kind == CheckKind::None {
+            if rs.check.kind == CheckKind::None || assumed_up.contains(&(service.clone(), rs.addr))
+            {
                 timing.start_state = Health::Up;
             }
             let phase = spread(i, n, timing.interval);
