@@ -24,11 +24,16 @@ enum Role {
     Director {
         /// Configuration file (a DirectorConfig or a whole topology, in YAML).
         /// SIGHUP reads it again and applies the difference.
-        #[arg(long, short)]
-        config: PathBuf,
+        #[arg(long, short, required_unless_present = "controller")]
+        config: Option<PathBuf>,
         /// This node's name in the topology.
         #[arg(long)]
         node: Option<String>,
+        /// Controller URLs (http://host:port), comma-separated or repeated:
+        /// the configuration comes from the controller, and the last good
+        /// one stored runs while it cannot be reached.
+        #[arg(long, value_delimiter = ',', conflicts_with = "config", requires = "node")]
+        controller: Vec<String>,
         /// State directory (last good configuration, owned IPVS services,
         /// status); default the configuration's `settings.stateDir`, else
         /// /var/lib/lb-agent.
@@ -65,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         Role::Director {
             config,
             node,
+            controller,
             state_dir,
             api,
             metrics,
@@ -72,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let options = lb_agent::director::daemon::Options {
                 config,
+                controller,
                 node,
                 state_dir,
                 api,

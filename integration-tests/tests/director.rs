@@ -346,3 +346,109 @@ fn broken_file_runs_the_last_good_configuration() -> Result<()> {
     ensure!(!ds1.has_vip(), "VIP added by a refused start");
     Ok(())
 }
+
+/// In: `lb-controller` (embedded store) on a lab host, two directors started
+/// with `--controller` and no file, then `lbctl apply` of the topology.
+/// Out: both directors apply the pushed revision and elect ds1 for VI_1.
+/// Then the controller is stopped and ds1's agent killed and started again:
+/// it runs the stored configuration (fail-static) and is master again.
+#[test]
+fn controller_pushes_and_the_director_keeps_its_last_good() -> Result<()> {
+    let mut s = setup("dir-ctl")?;
+    let ctl = s._lab.host("ctl", &["10.32.0.50/24"])?;
+    let url = "http://10.32.0.50:7000";
+    let data = ctl.lab_dir().join("ctl-data");
+    let controller = ctl.spawn([
+        bin_path("lb-controller").to_str().context("path")?,
+        "--listen",
+        "10.32.0.50:7000",
+        "--data-dir",
+        data.to_str().context("path")?,
+    ])?;
+    let mut controller = Some(controller);
+    for d in &mut s.ds {
+        let bin = bin_path("lb-agent");
+        let proc = d.host.spawn([
+            bin.to_str().context("path")?,
+            "director",
+            "--controller",
+            url,
+            "--node",
+            &d.name,
+            "--state-dir",
+            d.state_dir().to_str().context("path")?,
+        ])?;
+        d.agent = Some(proc);
+    }
+    let lbctl = bin_path("lbctl");
+    let applied = lb_lab::wait_for_ok(
+        || {
+            ctl.run_ok([
+                lbctl.to_str().unwrap_or_default(),
+                "--controller",
+                url,
+                "apply",
+                "-f",
+                s.config.to_str().unwrap_or_default(),
+                "-m",
+                "first",
+            ])
+        },
+        scaled(Duration::from_secs(10)),
+    )
+    .with_context(|| {
+        format!(
+            "lbctl apply never succeeded:\n{}",
+            controller.as_ref().map(|c| c.log()).unwrap_or_default()
+        )
+    })?;
+    ensure!(applied.contains("revision"), "lbctl apply said: {applied}");
+    let (ds1, ds2) = (&s.ds[0], &s.ds[1]);
+    wait_state(ds1, "VI_1", "VRRP_STATE_MASTER", Duration::from_secs(15))?;
+    wait_state(ds2, "VI_1", "VRRP_STATE_BACKUP", Duration::from_secs(15))?;
+    let rev = ds1.status()["appliedRevision"].clone();
+    ensure!(
+        rev.as_str().is_some_and(|r| r != "0"),
+        "ds1 applied revision: {}",
+        ds1.status()
+    );
+    // The controller sees the director's status.
+    let status = ctl.run_ok([
+        lbctl.to_str().unwrap_or_default(),
+        "--controller",
+        url,
+        "status",
+    ])?;
+    ensure!(status.contains("ds1"), "lbctl status: {status}");
+
+    // Controller gone, ds1 restarted: it runs what it stored.
+    if let Some(mut c) = controller.take() {
+        c.kill();
+    }
+    let ds1 = &mut s.ds[0];
+    ds1.agent.as_mut().unwrap().kill();
+    let bin = bin_path("lb-agent");
+    let proc = ds1.host.spawn([
+        bin.to_str().context("path")?,
+        "director",
+        "--controller",
+        url,
+        "--node",
+        "ds1",
+        "--state-dir",
+        ds1.state_dir().to_str().context("path")?,
+    ])?;
+    ds1.agent = Some(proc);
+    wait_for(
+        || ds1.log().contains("starting from the stored configuration"),
+        scaled(Duration::from_secs(10)),
+    )
+    .with_context(|| format!("ds1 did not start from its store:\n{}", tail(&ds1.log())))?;
+    wait_state(ds1, "VI_1", "VRRP_STATE_MASTER", Duration::from_secs(15))?;
+    ensure!(
+        ds1.status()["appliedRevision"] == rev,
+        "revision after restart: {}",
+        ds1.status()
+    );
+    Ok(())
+}

@@ -478,8 +478,12 @@ impl Kernel {
 /// `config` is invalid and a last good configuration is stored, that one
 /// runs and the error is reported (fail-static); with neither, the error is
 /// returned.
+///
+/// `revision` is the controller's `(revision, epoch)` of `config`; `None`
+/// standalone, where the director numbers configurations itself.
 pub async fn start(
     config: Option<DirectorConfig>,
+    revision: Option<(u64, u64)>,
     node: &str,
     state_dir_override: Option<PathBuf>,
     kernel: Kernel,
@@ -519,10 +523,11 @@ pub async fn start(
             if let Some(d) = &state_dir_override {
                 p.state_dir = d.clone();
             }
-            let revision = match &stored {
-                Some(s) if s.config == c => (s.revision, s.epoch),
-                Some(s) => (s.revision + 1, s.epoch),
-                None => (1, 0),
+            let revision = match (revision, &stored) {
+                (Some(r), _) => r,
+                (None, Some(s)) if s.config == c => (s.revision, s.epoch),
+                (None, Some(s)) => (s.revision + 1, s.epoch),
+                (None, None) => (1, 0),
             };
             (c, p, revision)
         }
