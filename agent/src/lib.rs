@@ -3,9 +3,9 @@
 //! One binary, two roles:
 //!
 //! - `lb-agent director`: VRRP for the VIPs, IPVS over generic netlink
-//!   ([`ipvs`]), health checks of the real servers ([`health`]), and a gRPC
-//!   API ([`api`]); today the binary runs VRRP, and the director assembly that
-//!   joins them is still to come;
+//!   ([`ipvs`]), health checks of the real servers ([`health`]), a gRPC API
+//!   ([`api`]) and Prometheus metrics ([`metrics`]); today the binary runs
+//!   VRRP, and the director assembly that joins them is still to come;
 //! - `lb-agent realserver`: the VIPs on `lo` (DR) or on a tunnel (TUN), the ARP
 //!   and rp_filter sysctls, and readiness.
 //!
@@ -16,6 +16,7 @@ pub mod api;
 pub mod config;
 pub mod health;
 pub mod ipvs;
+pub mod metrics;
 pub mod netif;
 pub mod realserver;
 pub mod vrrp;
