@@ -12,10 +12,12 @@
 //! `lb-controller` (`--controller`, [`sync`]), keeping its last good
 //! configuration on disk ([`store`]).
 
+pub mod api;
 pub mod config;
 pub mod director;
 pub mod health;
 pub mod ipvs;
+pub mod metrics;
 pub mod netif;
 pub mod realserver;
 pub mod store;

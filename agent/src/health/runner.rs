@@ -18,6 +18,8 @@
 //!   is a tokio task, never a thread.
 //! - A new configuration keeps the state (health, counters, schedule) of
 //!   every real server whose check did not change.
+//! - Every attempt's result and latency go to an optional
+//!   [`AttemptObserver`] (the metrics), from the attempt's task.
 
 use std::{
     cmp::Reverse,
@@ -214,12 +216,27 @@ impl HealthHandle {
     }
 }
 
+/// Called after every check attempt with the service, the real server's
+/// name, whether the attempt found it up, and how long the check took (from
+/// the start of the check to its result, the wait for a permit left out).
+/// It runs in the attempt's task: it must be quick and must not block.
+pub type AttemptObserver = Arc<dyn Fn(&str, &str, bool, Duration) + Send + Sync>;
+
 /// Starts the runner. Events go to `event_tx`, which the caller must drain
 /// (a full channel holds the runner back). The task ends when every handle
 /// is dropped.
 pub fn spawn(
     settings: RunnerSettings,
     event_tx: mpsc::Sender<HealthEvent>,
+) -> (HealthHandle, JoinHandle<()>) {
+    spawn_with_observer(settings, event_tx, None)
+}
+
+/// [`spawn`], with `observer` told of every attempt (for metrics).
+pub fn spawn_with_observer(
+    settings: RunnerSettings,
+    event_tx: mpsc::Sender<HealthEvent>,
+    observer: Option<AttemptObserver>,
 ) -> (HealthHandle, JoinHandle<()>) {
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
     let (quorum_tx, quorum_rx) = watch::channel(BTreeMap::new());
@@ -239,6 +256,7 @@ pub fn spawn(
         stats_tx,
         stats: RunnerStats::default(),
         result_tx,
+        observer,
     };
     let task = tokio::spawn(runner.run(cmd_rx, result_rx));
     (
@@ -286,6 +304,7 @@ struct Runner {
     stats_tx: watch::Sender<RunnerStats>,
     stats: RunnerStats,
     result_tx: mpsc::UnboundedSender<AttemptDone>,
+    observer: Option<AttemptObserver>,
 }
 
 fn seed_for(seed: u64, service: &str, addr: SocketAddr) -> u64 {
@@ -513,12 +532,22 @@ impl Runner {
             let (checker, probe) = (e.checker.clone(), e.probe);
             let interval = e.state.timing().interval;
             let (semaphore, result_tx) = (self.semaphore.clone(), self.result_tx.clone());
+            // The names are copied only when someone listens.
+            let observer = self
+                .observer
+                .clone()
+                .map(|o| (o, e.service.clone(), e.spec.name.clone()));
             tokio::spawn(async move {
                 let Ok(_permit) = semaphore.acquire_owned().await else {
                     return;
                 };
-                let lag = Instant::now().saturating_duration_since(at);
+                let started = Instant::now();
+                let lag = started.saturating_duration_since(at);
                 let result = checker.check(probe).await;
+                if let Some((observer, service, real_server)) = observer {
+                    let up = matches!(result, CheckResult::Up { .. });
+                    observer(&service, &real_server, up, started.elapsed());
+                }
                 let _ = result_tx.send(AttemptDone {
                     id,
                     result,
