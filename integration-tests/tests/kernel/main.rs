@@ -7,6 +7,7 @@
 //!
 //! One module per area; add yours as a `mod` line below.
 
+mod director_drain;
 mod ipvs;
 mod realserver_tun;
 mod smoke_dr;
