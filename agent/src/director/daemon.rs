@@ -139,7 +139,17 @@ pub async fn run(options: Options, mut signals: Signals) -> Result<(), DaemonErr
         let (d, t) = start_standalone(&options).await?;
         (d, t, None)
     } else {
-        start_controlled(&options, stop_rx.clone()).await?
+        tokio::select! {
+            r = start_controlled(&options, stop_rx.clone()) => r?,
+            _ = signals.term.recv() => {
+                info!("SIGTERM before any configuration arrived");
+                return Ok(());
+            }
+            _ = signals.int.recv() => {
+                info!("SIGINT before any configuration arrived");
+                return Ok(());
+            }
+        }
     };
     let servers = serve_extras(&options, &director, &stop_rx).await?;
     loop {

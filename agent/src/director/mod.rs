@@ -615,7 +615,7 @@ pub async fn start(
         None => 0,
     };
     d.set_timeouts().await;
-    let (started, _) = d.sync_vrrp();
+    let (started, _) = d.sync_vrrp().await;
     let outcome = ApplyOutcome {
         revision: revision.0,
         epoch: revision.1,
@@ -1209,9 +1209,10 @@ impl Director {
     /// Starts, restarts and stops VRRP units so that exactly the planned
     /// instances run; unchanged units are left alone. Returns (started,
     /// stopped) instance counts.
-    fn sync_vrrp(&mut self) -> (usize, usize) {
+    async fn sync_vrrp(&mut self) -> (usize, usize) {
         let wanted = units_of(&self.plan);
         let mut keep = Vec::new();
+        let mut stopping = Vec::new();
         let mut stopped = 0;
         for unit in std::mem::take(&mut self.units) {
             if wanted.iter().any(|(_, fp)| *fp == unit.fingerprint) {
@@ -1220,11 +1221,19 @@ impl Director {
                 info!(instances = ?unit.names, "stopping VRRP instances");
                 stopped += unit.names.len();
                 let _ = unit.shutdown_tx.send(true);
-                tokio::spawn(async move {
-                    for h in unit.handles {
-                        let _ = h.task.await;
-                    }
-                });
+                stopping.push(unit);
+            }
+        }
+        // A changed instance restarts with the same VIPs: the old one must
+        // have sent priority 0 and removed them before the new one starts.
+        for unit in stopping {
+            for h in unit.handles {
+                if tokio::time::timeout(Duration::from_secs(5), h.task)
+                    .await
+                    .is_err()
+                {
+                    warn!(instance = %h.config.name, "VRRP instance did not stop in 5 s");
+                }
             }
         }
         let mut started = 0;
@@ -1362,8 +1371,16 @@ impl Director {
             .flat_map(|p| p.real_servers.iter().map(|r| (p.name.clone(), r.dest.key)))
             .collect();
         let keep = |k: &(String, DestKey)| valid.contains(k);
-        // Checks first: a checker that cannot be built refuses the whole
-        // configuration before IPVS or VRRP move.
+        // A checker that cannot be built refuses the whole configuration
+        // before anything is stored or moves.
+        runner::validate(&plan.health)?;
+        // Validated: persisted before it is applied, so a crash in the
+        // middle restarts on it.
+        self.store.save(&Stored {
+            revision: revision.0,
+            epoch: revision.1,
+            config: config.clone(),
+        })?;
         let old_plan = std::mem::replace(&mut self.plan, plan);
         let old_drained = self.drained.clone();
         self.drained.retain(|k, _| keep(k));
@@ -1392,20 +1409,16 @@ impl Director {
         }
         self.desired = new;
         let operations = self.send_ops(ops).await;
-        if !self.reconcile_soon {
-            let _ = self.owned.store(&reconcile::owned_after(&self.desired));
+        let after = reconcile::owned_after(&self.desired);
+        if !self.reconcile_soon && after != during {
+            let _ = self.owned.store(&after);
         }
         if self.plan.timeouts != old_plan.timeouts {
             self.set_timeouts().await;
         }
-        let (vrrp_started, vrrp_stopped) = self.sync_vrrp();
-        self.config = config.clone();
+        let (vrrp_started, vrrp_stopped) = self.sync_vrrp().await;
+        self.config = config;
         self.revision = revision;
-        self.store.save(&Stored {
-            revision: revision.0,
-            epoch: revision.1,
-            config,
-        })?;
         self.last_error = None;
         let outcome = ApplyOutcome {
             revision: revision.0,
