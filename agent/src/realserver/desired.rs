@@ -141,7 +141,61 @@ pub enum DesiredError {
     },
 }
 
+impl DesiredError {
+    /// The object and field path the error is about, as the controller
+    /// reports them.
+    pub fn object_and_field(&self) -> (String, String) {
+        match self {
+            DesiredError::BadAddress { index, address } => {
+                (format!("vip '{address}'"), format!("vips[{index}].address"))
+            }
+            DesiredError::Duplicate { index, address } => {
+                (format!("vip {address}"), format!("vips[{index}].address"))
+            }
+            DesiredError::NatWithoutGateway { index, address }
+            | DesiredError::BadGateway { index, address, .. } => (
+                format!("vip {address}"),
+                format!("vips[{index}].natGateway"),
+            ),
+            DesiredError::UnsupportedTunnel { index, address, .. } => (
+                format!("vip {address}"),
+                format!("vips[{index}].tunnel.type"),
+            ),
+            DesiredError::BadForwarding { index, .. } => (
+                format!("vips[{index}]"),
+                format!("vips[{index}].forwarding"),
+            ),
+            DesiredError::BadInterval => ("settings".into(), "settings.reconcileInterval".into()),
+            DesiredError::BadInterface { index, .. } => {
+                ("node".into(), format!("interfaces[{index}]"))
+            }
+        }
+    }
+
+    /// The error as the controller reads it (code "invalid").
+    pub fn detail(&self) -> lb_proto::v1::ErrorDetail {
+        let (object, field) = self.object_and_field();
+        lb_proto::v1::ErrorDetail {
+            code: "invalid".into(),
+            message: self.to_string(),
+            object,
+            field,
+        }
+    }
+}
+
 impl Desired {
+    /// Nothing to hold: what a controlled agent runs before its first push.
+    pub fn empty(node: &str, state_dir: PathBuf) -> Desired {
+        Desired {
+            node: node.to_string(),
+            vips: Vec::new(),
+            interfaces: Vec::new(),
+            reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
+            state_dir,
+        }
+    }
+
     /// Checks `config` whole; the first problem found is returned.
     pub fn from_config(config: &RealServerConfig) -> Result<Desired, DesiredError> {
         let mut vips: Vec<Vip> = Vec::with_capacity(config.vips.len());

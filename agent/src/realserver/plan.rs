@@ -314,6 +314,57 @@ pub struct Plan {
     pub drift: Vec<Drift>,
 }
 
+/// What a new configuration changes against the running one, VIP by VIP.
+/// Only a summary: the planner itself needs no notion of "old", since what
+/// the old configuration changed is in the ledger and whatever the new one
+/// does not need is undone from there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconfiguration {
+    /// VIPs only the new configuration has.
+    pub added: Vec<IpAddr>,
+    /// VIPs only the old configuration had.
+    pub removed: Vec<IpAddr>,
+    /// VIPs held another way (forwarding or tunnel type).
+    pub changed: Vec<IpAddr>,
+    /// VIPs held as before (a change of their service list only is here).
+    pub unchanged: Vec<IpAddr>,
+    /// The interfaces facing the directors changed.
+    pub interfaces_changed: bool,
+}
+
+impl Reconfiguration {
+    /// Compares the VIPs of `old` and `new`, in the new configuration's order
+    /// (removed ones in the old one's).
+    pub fn between(old: &Desired, new: &Desired) -> Self {
+        let mut r = Reconfiguration {
+            interfaces_changed: old.interfaces != new.interfaces,
+            ..Default::default()
+        };
+        for vip in &new.vips {
+            match old.vips.iter().find(|o| o.address == vip.address) {
+                None => r.added.push(vip.address),
+                Some(o) if o.mode != vip.mode => r.changed.push(vip.address),
+                Some(_) => r.unchanged.push(vip.address),
+            }
+        }
+        r.removed = old
+            .vips
+            .iter()
+            .filter(|o| !new.vips.iter().any(|v| v.address == o.address))
+            .map(|o| o.address)
+            .collect();
+        r
+    }
+
+    /// Nothing that the kernel would show differently.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.interfaces_changed
+    }
+}
+
 const ARP_IGNORE: &str = "arp_ignore";
 const ARP_ANNOUNCE: &str = "arp_announce";
 const RP_FILTER: &str = "rp_filter";
@@ -1165,6 +1216,138 @@ mod tests {
         let mut r2 = Reconciler::new(serde_json::from_str(&json).unwrap());
         w.converge(&mut r2, Some(&d));
         w.converge(&mut r2, None);
+        assert_eq!(w, before);
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn reconfiguration_names_added_removed_changed_and_unchanged_vips() {
+        let old = desired(
+            "vips: [{address: 192.0.2.10}, {address: 192.0.2.11}, {address: 192.0.2.12, services: [a]}]",
+        );
+        let new = desired(
+            "vips: [{address: 192.0.2.12, services: [a, b]}, {address: 192.0.2.11, forwarding: tun}, {address: 192.0.2.13}]\ninterfaces: [eth0]",
+        );
+        let r = Reconfiguration::between(&old, &new);
+        assert_eq!(r.added, vec![ip("192.0.2.13")]);
+        assert_eq!(r.removed, vec![ip("192.0.2.10")]);
+        assert_eq!(r.changed, vec![ip("192.0.2.11")]);
+        assert_eq!(
+            r.unchanged,
+            vec![ip("192.0.2.12")],
+            "a service list is no kernel change"
+        );
+        assert!(r.interfaces_changed);
+        assert!(!r.is_empty());
+        assert!(Reconfiguration::between(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn a_vip_added_to_a_running_configuration_touches_only_its_address() {
+        // In: a converged DR VIP, then a configuration with a second DR VIP.
+        // Out: the one action is the new address on lo: the ARP sysctls are
+        // already right and the first VIP is left alone.
+        let one = desired("vips: [{address: 192.0.2.10}]");
+        let two = desired("vips: [{address: 192.0.2.10}, {address: 192.0.2.11}]");
+        let mut w = World::new("0", "1");
+        let mut r = Reconciler::default();
+        w.converge(&mut r, Some(&one));
+        w.status(&mut r, &one);
+        let (actions, drift) = w.converge(&mut r, Some(&two));
+        assert!(drift.is_empty());
+        assert_eq!(
+            actions,
+            vec![Action::AddAddress {
+                device: "lo".into(),
+                address: ip("192.0.2.11"),
+                prefix_len: 32
+            }]
+        );
+        assert!(w.status(&mut r, &two).iter().all(|s| s.ready));
+    }
+
+    #[test]
+    fn a_vip_that_changes_mode_moves_and_only_the_values_no_vip_needs_go_back() {
+        // In: DR VIPs .10 and .11 converged; then .11 moves to TUN; then .11
+        // is removed; then .10 too.
+        // Out: the move takes .11 off lo and puts it on a new tunl0 with
+        // rp_filter 0, leaving .10 and the ARP sysctls alone. The removal
+        // restores rp_filter and deletes tunl0, but keeps the ARP sysctls,
+        // which .10 still needs. The last removal restores everything.
+        let dr = desired("vips: [{address: 192.0.2.10}, {address: 192.0.2.11}]");
+        let tun = desired("vips: [{address: 192.0.2.10}, {address: 192.0.2.11, forwarding: tun}]");
+        let only = desired("vips: [{address: 192.0.2.10}]");
+        let none = desired("vips: []");
+        let mut w = World::new("0", "1");
+        let before = w.clone();
+        let mut r = Reconciler::default();
+        w.converge(&mut r, Some(&dr));
+        w.status(&mut r, &dr);
+        let arp_after_dr: Vec<_> = w
+            .sysctls
+            .iter()
+            .filter(|(k, _)| k.name != RP_FILTER)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+
+        let (actions, drift) = w.converge(&mut r, Some(&tun));
+        assert!(drift.is_empty(), "{drift:?}");
+        assert_eq!(
+            actions[0],
+            Action::DelAddress {
+                device: "lo".into(),
+                address: ip("192.0.2.11"),
+                prefix_len: 32
+            },
+            "off lo first: {actions:#?}"
+        );
+        assert!(actions.contains(&Action::CreateTunnel(TunnelDevice::Ipip)));
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::RestoreSysctl { .. })
+                    || matches!(a, Action::AddAddress { device, .. } if device == "lo")),
+            "{actions:#?}"
+        );
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::SetSysctl { key, .. } if key.name != RP_FILTER))
+        );
+        assert!(w.addresses.contains(&("lo".into(), ip("192.0.2.10"), 32)));
+        assert!(
+            w.addresses
+                .contains(&("tunl0".into(), ip("192.0.2.11"), 32))
+        );
+        assert_eq!(w.sysctls[&key("all", RP_FILTER)], "0");
+        assert!(w.status(&mut r, &tun).iter().all(|s| s.ready));
+
+        let (actions, _) = w.converge(&mut r, Some(&only));
+        assert!(actions.contains(&Action::RestoreSysctl {
+            key: key("all", RP_FILTER),
+            value: "1".into()
+        }));
+        assert!(actions.contains(&Action::DeleteTunnel("tunl0".into())));
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::RestoreSysctl { key, .. } if key.name != RP_FILTER)),
+            "ARP sysctls still needed by 192.0.2.10: {actions:#?}"
+        );
+        let arp_now: Vec<_> = w
+            .sysctls
+            .iter()
+            .filter(|(k, _)| k.name != RP_FILTER)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(arp_now, arp_after_dr);
+        assert!(w.status(&mut r, &only)[0].ready);
+
+        w.converge(&mut r, Some(&none));
+        assert!(r.ledger.is_empty());
         assert_eq!(w, before);
     }
 
