@@ -304,7 +304,8 @@ impl RealServer {
             left: l.sysctls.len()
                 + l.addresses.len()
                 + l.created_tunnels.len()
-                + l.raised_links.len(),
+                + l.raised_links.len()
+                + l.created_gue_ports.len(),
             ledger: self.state.ledger_path().display().to_string(),
             last: last_error.unwrap_or_else(|| "none".into()),
         })
