@@ -1,6 +1,7 @@
 //! Network interfaces: addresses, sysctls, tunnels, gratuitous ARP.
 
 pub mod addresses;
+pub mod fou;
 pub mod garp;
 pub mod links;
 pub mod routes;
