@@ -77,6 +77,8 @@ fn parse_event(text: &str) -> Event {
         "shutdown" => Event::Shutdown,
         "master_down_timer" => Event::MasterDownTimer,
         "adver_timer" => Event::AdverTimer,
+        "vip_add_failed" => Event::VipAddFailed,
+        "vip_retry_timer" => Event::VipRetryTimer,
         "advert" => {
             let mut src: Option<IpAddr> = None;
             let mut priority = None;

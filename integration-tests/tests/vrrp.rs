@@ -202,6 +202,34 @@ fn election_kill9_and_preempt_back() -> Result<()> {
     Ok(())
 }
 
+// In: the master's VIP deleted by hand (`ip addr del`), three times.
+// Out: each time the master puts it back within a bounded time (it hears
+// the address notification), logs that it did, and the backup never
+// becomes master.
+#[test]
+fn vip_deleted_on_the_master_comes_back() -> Result<()> {
+    let lab = Lab::new("vrrp-drift")?;
+    let mut d = directors(&lab, &["d1", "d2"], &group("100ms", "d1: 200, d2: 100", ""))?;
+    d[0].start()?;
+    d[1].start()?;
+    wait_single_master(&d, 0, Duration::from_secs(3))?;
+    for _ in 0..3 {
+        d[0].host
+            .ip(["addr", "del", &format!("{VIP}/24"), "dev", "eth0"])?;
+        wait_for(|| d[0].has(VIP), scaled(Duration::from_secs(2)))
+            .with_context(|| format!("the VIP did not come back:\n{}", tail(&d[0].log())))?;
+    }
+    stays(&d, 0, Duration::from_millis(500))?;
+    let d1 = strip_ansi(&d[0].log());
+    ensure!(
+        d1.matches("VIP went missing while master").count() >= 3,
+        "d1 did not report the VIP it put back:\n{d1}"
+    );
+    let d2 = strip_ansi(&d[1].log());
+    ensure!(!d2.contains("to=\"MASTER\""), "d2 became master:\n{d2}");
+    Ok(())
+}
+
 // In: two agents that send adverts by unicast to each other (no
 // multicast), and a third agent, not in their peer list, that sends them
 // priority-250 adverts by unicast. Out: the election follows the peers'

@@ -18,6 +18,9 @@ use super::packet::Version;
 pub const PRIORITY_OWNER: u8 = 255;
 /// Priority a master sends when it stops (RFC 5798 section 5.2.4).
 pub const PRIORITY_STOP: u8 = 0;
+/// How long an instance stays in FAULT after its VIPs could not be added
+/// before it runs for master again.
+pub const VIP_RETRY: Duration = Duration::from_secs(1);
 
 /// Instance states (RFC 5798 section 6.4, plus keepalived's FAULT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,6 +75,8 @@ pub enum Timer {
     MasterDown,
     /// Adver_Timer (master).
     Adver,
+    /// The end of a FAULT caused by VIPs that could not be added.
+    VipRetry,
 }
 
 /// What happens to an instance.
@@ -102,6 +107,16 @@ pub enum Event {
         /// A tracked object with weight 0 failed.
         fault: bool,
     },
+    /// The driver could not add a VIP after [`Action::InstallVips`] (or when
+    /// putting back a VIP deleted behind its back). A master without its
+    /// addresses attracts traffic it cannot answer: the instance gives the
+    /// VIPs away (priority 0, FAULT) and runs for master again after
+    /// [`VIP_RETRY`]. keepalived logs the failure and stays master; a backup
+    /// that holds the address serves clients, a master that does not holds
+    /// them hostage.
+    VipAddFailed,
+    /// The VipRetry timer fired.
+    VipRetryTimer,
 }
 
 /// What the driver must do.
@@ -186,6 +201,7 @@ pub struct Vrrp {
     adver_at: Option<Instant>,
     preempt_after: Option<Instant>,
     master: Option<IpAddr>,
+    vip_retry_at: Option<Instant>,
 }
 
 impl Vrrp {
@@ -202,6 +218,7 @@ impl Vrrp {
             adver_at: None,
             preempt_after: None,
             master: None,
+            vip_retry_at: None,
         }
     }
 
@@ -271,6 +288,26 @@ impl Vrrp {
                 }
             }
             Event::Tracking { delta, fault } => self.tracking(delta, fault, now, &mut out),
+            Event::VipAddFailed => {
+                if self.state == State::Master {
+                    self.leave_master(&mut out);
+                    let at = now + VIP_RETRY;
+                    self.vip_retry_at = Some(at);
+                    out.push(Action::SetTimer {
+                        timer: Timer::VipRetry,
+                        at,
+                    });
+                    self.transition(State::Fault, "VIP add failed", &mut out);
+                }
+            }
+            Event::VipRetryTimer => {
+                if self.vip_retry_at.is_some_and(|at| now >= at) {
+                    self.vip_retry_at = None;
+                    if self.state == State::Fault && !self.track_fault {
+                        self.start(now, "VIP retry", false, &mut out);
+                    }
+                }
+            }
         }
         out
     }
@@ -303,18 +340,14 @@ impl Vrrp {
                     timer: Timer::MasterDown,
                 });
             }
-            State::Master => {
-                self.adver_at = None;
-                out.push(Action::StopTimer {
-                    timer: Timer::Adver,
-                });
-                out.push(Action::StopGarp);
-                out.push(Action::SendAdvert {
-                    priority: PRIORITY_STOP,
-                });
-                out.push(Action::RemoveVips);
+            State::Master => self.leave_master(out),
+            State::Fault => {
+                if self.vip_retry_at.take().is_some() {
+                    out.push(Action::StopTimer {
+                        timer: Timer::VipRetry,
+                    });
+                }
             }
-            State::Fault => {}
         }
         self.transition(State::Initialize, "shutdown", out);
     }
@@ -405,19 +438,12 @@ impl Vrrp {
                 self.transition(State::Fault, "tracked failure", out);
             }
             (State::Master, _, true) => {
-                self.adver_at = None;
-                out.push(Action::StopTimer {
-                    timer: Timer::Adver,
-                });
-                out.push(Action::StopGarp);
-                // Let the backups take over after Skew_Time, not three intervals.
-                out.push(Action::SendAdvert {
-                    priority: PRIORITY_STOP,
-                });
-                out.push(Action::RemoveVips);
+                self.leave_master(out);
                 self.transition(State::Fault, "tracked failure", out);
             }
-            (State::Fault, _, false) => self.start(now, "tracked failure cleared", false, out),
+            (State::Fault, _, false) if self.vip_retry_at.is_none() => {
+                self.start(now, "tracked failure cleared", false, out)
+            }
             (State::Master, _, false) => {
                 // The new priority goes out at once so that a backup with a
                 // now higher priority preempts without waiting an interval.
@@ -428,6 +454,21 @@ impl Vrrp {
             }
             _ => {}
         }
+    }
+
+    /// Stops being master: adverts stop, one with priority 0 lets the
+    /// backups take over after Skew_Time instead of three intervals, the
+    /// VIPs go.
+    fn leave_master(&mut self, out: &mut Vec<Action>) {
+        self.adver_at = None;
+        out.push(Action::StopTimer {
+            timer: Timer::Adver,
+        });
+        out.push(Action::StopGarp);
+        out.push(Action::SendAdvert {
+            priority: PRIORITY_STOP,
+        });
+        out.push(Action::RemoveVips);
     }
 
     fn become_master(&mut self, now: Instant, reason: &'static str, out: &mut Vec<Action>) {
@@ -602,6 +643,8 @@ mod tests {
             }),
             (-150i32..150, any::<bool>())
                 .prop_map(|(delta, fault)| Event::Tracking { delta, fault }),
+            Just(Event::VipAddFailed),
+            Just(Event::VipRetryTimer),
         ];
         (0u64..5000, ev)
     }

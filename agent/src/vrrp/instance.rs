@@ -6,6 +6,7 @@
 //!  socket rx ───► │ decode + validate ──► Vrrp::handle ──► actions ─┼─► socket tx (adverts)
 //!  timers ──────► │ (sleep_until per Timer)                         ├─► VipBackend add/remove
 //!  tracking_rx ─► │ (watch<Tracking>)                               ├─► garp task (spawned, aborted)
+//!  addr watch ──► │ (rtnetlink, 1 s re-check: VIPs put back)        │
 //!  shutdown_rx ─► │ (watch<bool>)                                   ├─► notify task (mpsc, in order)
 //!                 └─────────────────────────────────────────────────┴─► events_tx (broadcast), status (watch)
 //! ```
@@ -28,6 +29,10 @@ use super::socket::{RecvDrop, SocketError, VrrpSocket};
 use super::track::Tracking;
 use super::vips::{Vip, VipBackend};
 use crate::netif::garp::{Announcer, GarpError, GarpSchedule, run_schedule};
+use crate::netif::links::{Change, Watch};
+
+/// How often a master re-checks its VIPs besides the address notifications.
+const VIP_RECHECK: Duration = Duration::from_secs(1);
 
 /// Everything one instance needs, validated.
 #[derive(Debug, Clone)]
@@ -295,6 +300,7 @@ struct Driver {
 enum TimerKey {
     MasterDown,
     Adver,
+    VipRetry,
 }
 
 impl From<Timer> for TimerKey {
@@ -302,6 +308,7 @@ impl From<Timer> for TimerKey {
         match t {
             Timer::MasterDown => TimerKey::MasterDown,
             Timer::Adver => TimerKey::Adver,
+            Timer::VipRetry => TimerKey::VipRetry,
         }
     }
 }
@@ -409,6 +416,14 @@ async fn run(
         }
     }
 
+    // VIPs deleted behind our back come back: rtnetlink address
+    // notifications say when to look, a slow re-check covers lost ones.
+    let mut addr_watch = crate::netif::links::Watch::subscribe()
+        .inspect_err(|e| tracing::warn!(error = %e, "no address notifications; VIPs re-checked every second only"))
+        .ok();
+    let mut vip_check = tokio::time::interval(VIP_RECHECK);
+    vip_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
     let mut buf = vec![0u8; 2048];
     loop {
         let next_timer = d
@@ -435,6 +450,7 @@ async fn run(
                     let event = match key {
                         TimerKey::MasterDown => Event::MasterDownTimer,
                         TimerKey::Adver => Event::AdverTimer,
+                        TimerKey::VipRetry => Event::VipRetryTimer,
                     };
                     d.handle(event).await;
                 }
@@ -455,6 +471,12 @@ async fn run(
                     }
                 }
             }
+            change = next_change(&mut addr_watch) => match change {
+                Some(Change::Address) => d.repair_vips().await,
+                Some(_) => {}
+                None => addr_watch = None,
+            },
+            _ = vip_check.tick() => d.repair_vips().await,
             changed = tracking_rx.changed() => {
                 if changed.is_ok() {
                     let t = *tracking_rx.borrow_and_update();
@@ -468,6 +490,14 @@ async fn run(
     drop(d);
     let _ = notify_task.await;
     Ok(())
+}
+
+/// The next change of `watch`; never, without one.
+async fn next_change(watch: &mut Option<Watch>) -> Option<Change> {
+    match watch {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Driver {
@@ -522,10 +552,17 @@ impl Driver {
     }
 
     async fn handle(&mut self, event: Event) {
-        let now = Instant::now();
-        let actions = self.fsm.handle(event, now.into_std());
-        for action in actions {
-            self.execute(action, now).await;
+        let mut next = Some(event);
+        while let Some(event) = next.take() {
+            let now = Instant::now();
+            let actions = self.fsm.handle(event, now.into_std());
+            for action in actions {
+                // What an action reports (a VIP that could not be added)
+                // goes in once the state machine has seen the whole batch.
+                if let Some(follow) = self.execute(action, now).await {
+                    next.get_or_insert(follow);
+                }
+            }
         }
         self.status_tx.send_if_modified(|s| {
             let state = self.fsm.state();
@@ -548,7 +585,8 @@ impl Driver {
         });
     }
 
-    async fn execute(&mut self, action: Action, now: Instant) {
+    /// Carries out one action; returns the event it leads to, if any.
+    async fn execute(&mut self, action: Action, now: Instant) -> Option<Event> {
         match action {
             Action::SendAdvert { priority } => {
                 let adv = Advertisement {
@@ -567,14 +605,19 @@ impl Driver {
                 }
             }
             Action::InstallVips => {
+                let mut failed = false;
                 for vip in &self.cfg.vips {
                     if let Err(e) = self
                         .backend
                         .add(&self.cfg.interface, *vip, self.cfg.label.as_deref())
                         .await
                     {
-                        tracing::error!(error = %e, "VIP not added");
+                        tracing::error!(error = %e, "VIP not added: giving mastership away");
+                        failed = true;
                     }
+                }
+                if failed {
+                    return Some(Event::VipAddFailed);
                 }
             }
             Action::RemoveVips => {
@@ -633,6 +676,37 @@ impl Driver {
                 let _ = self.events_tx.send(t.clone());
                 let _ = self.notify_tx.send(t);
             }
+        }
+        None
+    }
+
+    /// While master: puts back VIPs that left the interface behind our back
+    /// (`ip addr del`, an interface reset) and says so. A VIP that cannot be
+    /// put back is a failed add ([`Event::VipAddFailed`]).
+    async fn repair_vips(&mut self) {
+        if self.fsm.state() != State::Master {
+            return;
+        }
+        let present = super::vips::addresses_on(&self.cfg.interface);
+        let mut failed = false;
+        for vip in self.cfg.vips.clone() {
+            if present.contains(&vip.address) {
+                continue;
+            }
+            match self
+                .backend
+                .add(&self.cfg.interface, vip, self.cfg.label.as_deref())
+                .await
+            {
+                Ok(()) => tracing::warn!(%vip, "VIP went missing while master: added again"),
+                Err(e) => {
+                    tracing::error!(%vip, error = %e, "VIP went missing while master and cannot be added again");
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            self.handle(Event::VipAddFailed).await;
         }
     }
 }
