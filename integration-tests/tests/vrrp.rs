@@ -326,6 +326,114 @@ fn sync_group_moves_together_on_fault() -> Result<()> {
     Ok(())
 }
 
+/// Drops (or lets through again) VRRP adverts of `vrid` arriving on
+/// `host`'s eth0: tc redirects them to a veth pair nobody listens on (this
+/// kernel has no drop action, `act_gact`).
+fn deafen(host: &Host, vrid: u8, on: bool) -> Result<()> {
+    let pref = vrid.to_string();
+    if !on {
+        host.run_ok([
+            "tc", "filter", "del", "dev", "eth0", "ingress", "pref", &pref,
+        ])?;
+        return Ok(());
+    }
+    if host.ip(["link", "show", "sink0"]).is_err() {
+        host.ip([
+            "link", "add", "name", "sink0", "type", "veth", "peer", "name", "sink1",
+        ])?;
+        host.ip(["link", "set", "sink0", "up"])?;
+        host.ip(["link", "set", "sink1", "up"])?;
+        host.run_ok(["tc", "qdisc", "add", "dev", "eth0", "clsact"])?;
+    }
+    // IP protocol 112 at byte 9, the VRID right after a 20-byte IP header.
+    host.run_ok([
+        "tc", "filter", "add", "dev", "eth0", "ingress", "pref", &pref, "protocol", "ip", "u32",
+        "match", "u8", "112", "0xff", "at", "9", "match", "u8", &pref, "0xff", "at", "21",
+        "action", "mirred", "egress", "redirect", "dev", "sink0",
+    ])?;
+    Ok(())
+}
+
+/// Whether `log` has a transition of `instance` to `to` for `reason`.
+fn logged_transition(log: &str, instance: &str, to: &str, reason: &str) -> bool {
+    strip_ansi(log).lines().any(|l| {
+        l.contains(&format!("instance={instance}"))
+            && l.contains(&format!("to=\"{to}\""))
+            && l.contains(&format!("reason=\"{reason}\""))
+    })
+}
+
+// In: VI_1 (vrid 31) and VI_2 (vrid 32) in one sync group on two agents,
+// d1 200 and d2 100 for both; adverts are dropped on their way into d2,
+// first VI_2's, then VI_1's too, then VI_1's pass again.
+// Out: hearing no master for VI_2, d2's VI_2 wants to take over but waits
+// for the rest of the group, so d1 keeps both VIPs (no split). Deaf to VI_1
+// too, d2's VI_1 takes over and VI_2 follows it to MASTER. When VI_1 hears
+// d1 again it goes back to BACKUP and VI_2, still deaf to d1, follows it to
+// BACKUP: d2 holds neither VIP and d1 both.
+#[test]
+fn sync_group_follows_master_and_backup() -> Result<()> {
+    let lab = Lab::new("vrrp-syncms")?;
+    let groups = r#"  - name: g
+    interface: eth0
+    vrrp:
+      version: 3
+      advertInterval: 100ms
+      syncGroups:
+        - {name: both, instances: [VI_1, VI_2]}
+      instances:
+        - name: VI_1
+          vrid: 31
+          vips: [10.31.0.100/24]
+          priorities: {d1: 200, d2: 100}
+        - name: VI_2
+          vrid: 32
+          vips: [10.31.0.101/24]
+          priorities: {d1: 200, d2: 100}
+"#;
+    let mut d = directors(&lab, &["d1", "d2"], groups)?;
+    d[0].start()?;
+    d[1].start()?;
+    let on = |x: &Director| x.has("10.31.0.100") && x.has("10.31.0.101");
+    let off = |x: &Director| !x.has("10.31.0.100") && !x.has("10.31.0.101");
+    let both_on_d1 = |d: &[Director]| on(&d[0]) && off(&d[1]);
+    wait_for(|| both_on_d1(&d), scaled(Duration::from_secs(3))).with_context(|| d[1].log())?;
+
+    deafen(&d[1].host, 32, true)?;
+    wait_for(
+        || strip_ansi(&d[1].log()).contains("waiting for the rest of the sync group"),
+        scaled(Duration::from_secs(3)),
+    )
+    .with_context(|| d[1].log())?;
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        ensure!(both_on_d1(&d), "the group split:\n{}", tail(&d[1].log()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    deafen(&d[1].host, 31, true)?;
+    wait_for(|| on(&d[1]), scaled(Duration::from_secs(3))).with_context(|| d[1].log())?;
+    ensure!(
+        logged_transition(&d[1].log(), "VI_2", "MASTER", "sync group"),
+        "VI_2 did not follow VI_1 to MASTER:\n{}",
+        d[1].log()
+    );
+
+    deafen(&d[1].host, 31, false)?;
+    wait_for(|| both_on_d1(&d), scaled(Duration::from_secs(3))).with_context(|| d[1].log())?;
+    ensure!(
+        logged_transition(&d[1].log(), "VI_2", "BACKUP", "sync group"),
+        "VI_2 did not follow VI_1 to BACKUP:\n{}",
+        d[1].log()
+    );
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        ensure!(both_on_d1(&d), "the group split:\n{}", tail(&d[1].log()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 // In: two agents with an IPv6 VIP (version 3 over IPv6, link-local
 // sources), on a captured bridge; the master is killed. Out: the backup
 // takes over; every IPv6 advert on the wire has hop limit 255, a verifying

@@ -66,6 +66,10 @@ pub struct Config {
     /// Start as master instead of backup (keepalived `state MASTER`); the
     /// election still decides once adverts arrive.
     pub initial_master: bool,
+    /// A member of a sync group (keepalived vrrp_sync_group): it follows
+    /// the other members to MASTER and BACKUP, and takes over only when
+    /// they all want to (see [`Event::SyncGroupReady`]).
+    pub sync_group: bool,
 }
 
 /// The timers the state machine asks for.
@@ -117,6 +121,17 @@ pub enum Event {
     VipAddFailed,
     /// The VipRetry timer fired.
     VipRetryTimer,
+    /// Another member of our sync group went to this state on its own
+    /// ([`Action::SyncGroupState`]): a backup follows it to MASTER, a master
+    /// follows it to BACKUP.
+    SyncGroupState(State),
+    /// Whether every other member of our sync group wants to be master
+    /// ([`Action::SyncWant`]). Until they all do, a backup whose
+    /// master down timer fires stays backup and only says that it wants to
+    /// take over: the group moves when its last member agrees, so that no
+    /// member is dragged to MASTER to meet a better master and drag the
+    /// group back (keepalived's `vrrp_sync_can_goto_master`).
+    SyncGroupReady(bool),
 }
 
 /// What the driver must do.
@@ -146,6 +161,17 @@ pub enum Action {
     StopTimer {
         /// Which.
         timer: Timer,
+    },
+    /// Tell the other members of our sync group to follow to `state`.
+    SyncGroupState {
+        /// MASTER or BACKUP.
+        state: State,
+    },
+    /// Tell the other members of our sync group whether we want to be
+    /// master (we are, or our master down timer ran out).
+    SyncWant {
+        /// Wants to be master.
+        master: bool,
     },
     /// The state changed: run the notify hooks, publish the event.
     Notify {
@@ -202,6 +228,8 @@ pub struct Vrrp {
     preempt_after: Option<Instant>,
     master: Option<IpAddr>,
     vip_retry_at: Option<Instant>,
+    wants_master: bool,
+    group_ready: bool,
 }
 
 impl Vrrp {
@@ -219,6 +247,8 @@ impl Vrrp {
             preempt_after: None,
             master: None,
             vip_retry_at: None,
+            wants_master: false,
+            group_ready: false,
         }
     }
 
@@ -276,7 +306,15 @@ impl Vrrp {
             Event::MasterDownTimer => {
                 if self.state == State::Backup && self.master_down_at.is_some_and(|at| now >= at) {
                     self.master_down_at = None;
-                    self.become_master(now, "master down timer", &mut out);
+                    if self.cfg.sync_group && !self.group_ready {
+                        // Wait for the rest of the group, looking again
+                        // after another interval as keepalived does.
+                        self.set_wants(true, &mut out);
+                        self.set_master_down_timer(now, self.master_down_interval(), &mut out);
+                    } else {
+                        self.become_master(now, "master down timer", &mut out);
+                        self.tell_group(State::Master, &mut out);
+                    }
                 }
             }
             Event::AdverTimer => {
@@ -288,9 +326,27 @@ impl Vrrp {
                 }
             }
             Event::Tracking { delta, fault } => self.tracking(delta, fault, now, &mut out),
+            Event::SyncGroupState(State::Master) => {
+                if self.state == State::Backup {
+                    self.become_master(now, "sync group", &mut out);
+                }
+            }
+            Event::SyncGroupState(State::Backup) => {
+                if self.state == State::Master {
+                    self.leave_master(&mut out);
+                    self.master = None;
+                    self.set_master_down_timer(now, self.master_down_interval(), &mut out);
+                    self.set_wants(false, &mut out);
+                    self.transition(State::Backup, "sync group", &mut out);
+                }
+            }
+            Event::SyncGroupState(_) => {}
+            Event::SyncGroupReady(ready) => self.group_ready = ready,
             Event::VipAddFailed => {
                 if self.state == State::Master {
                     self.leave_master(&mut out);
+                    self.set_wants(false, &mut out);
+                    self.tell_group(State::Backup, &mut out);
                     let at = now + VIP_RETRY;
                     self.vip_retry_at = Some(at);
                     out.push(Action::SetTimer {
@@ -321,8 +377,10 @@ impl Vrrp {
         }
         if self.cfg.priority == PRIORITY_OWNER {
             self.become_master(now, "address owner", out);
+            self.tell_group(State::Master, out);
         } else if startup && self.cfg.initial_master {
             self.become_master(now, "initial state master", out);
+            self.tell_group(State::Master, out);
         } else {
             self.master_adver_interval = self.cfg.adver_int;
             self.master = None;
@@ -340,7 +398,10 @@ impl Vrrp {
                     timer: Timer::MasterDown,
                 });
             }
-            State::Master => self.leave_master(out),
+            State::Master => {
+                self.leave_master(out);
+                self.set_wants(false, out);
+            }
             State::Fault => {
                 if self.vip_retry_at.take().is_some() {
                     out.push(Action::StopTimer {
@@ -375,6 +436,7 @@ impl Vrrp {
                     self.master = Some(src);
                     self.learn_interval(adver_int);
                     self.set_master_down_timer(now, self.master_down_interval(), out);
+                    self.set_wants(false, out);
                 }
                 // Otherwise a lower-priority master: let the timer run out.
             }
@@ -405,6 +467,8 @@ impl Vrrp {
                     self.master = Some(src);
                     self.learn_interval(adver_int);
                     self.set_master_down_timer(now, self.master_down_interval(), out);
+                    self.set_wants(false, out);
+                    self.tell_group(State::Backup, out);
                     let reason = if priority > ours {
                         "higher priority advert"
                     } else {
@@ -435,10 +499,12 @@ impl Vrrp {
                 out.push(Action::StopTimer {
                     timer: Timer::MasterDown,
                 });
+                self.set_wants(false, out);
                 self.transition(State::Fault, "tracked failure", out);
             }
             (State::Master, _, true) => {
                 self.leave_master(out);
+                self.set_wants(false, out);
                 self.transition(State::Fault, "tracked failure", out);
             }
             (State::Fault, _, false) if self.vip_retry_at.is_none() => {
@@ -479,6 +545,7 @@ impl Vrrp {
         }
         self.master_adver_interval = self.cfg.adver_int;
         self.master = None;
+        self.set_wants(true, out);
         out.push(Action::SendAdvert {
             priority: self.priority(),
         });
@@ -486,6 +553,25 @@ impl Vrrp {
         out.push(Action::SendGarp);
         self.set_adver_timer(now, out);
         self.transition(State::Master, reason, out);
+    }
+
+    /// Records whether we want to be master and tells the sync group when
+    /// that changed.
+    fn set_wants(&mut self, master: bool, out: &mut Vec<Action>) {
+        if self.wants_master != master {
+            self.wants_master = master;
+            if self.cfg.sync_group {
+                out.push(Action::SyncWant { master });
+            }
+        }
+    }
+
+    /// Asks the other members of our sync group to follow us to `state`
+    /// (a change we made on our own, not one the group asked for).
+    fn tell_group(&self, state: State, out: &mut Vec<Action>) {
+        if self.cfg.sync_group {
+            out.push(Action::SyncGroupState { state });
+        }
     }
 
     /// A version 3 backup adopts the master's interval (RFC 5798 section
@@ -548,6 +634,7 @@ mod tests {
             preempt_delay: Duration::ZERO,
             primary_address: "10.0.0.1".parse().unwrap(),
             initial_master: false,
+            sync_group: false,
         }
     }
 
@@ -605,10 +692,10 @@ mod tests {
         // exactly while it is master, and a master always has its advert
         // timer armed.
         #[test]
-        fn vips_held_exactly_while_master(events in prop::collection::vec(arb_event(), 0..60)) {
+        fn vips_held_exactly_while_master(events in prop::collection::vec(arb_event(), 0..60), sync_group in any::<bool>()) {
             let t0 = Instant::now();
             let mut now = t0;
-            let mut vrrp = Vrrp::new(cfg(100));
+            let mut vrrp = Vrrp::new(Config { sync_group, ..cfg(100) });
             let mut holding = false;
             let mut adver_armed = false;
             for (step, event) in events {
@@ -645,6 +732,9 @@ mod tests {
                 .prop_map(|(delta, fault)| Event::Tracking { delta, fault }),
             Just(Event::VipAddFailed),
             Just(Event::VipRetryTimer),
+            Just(Event::SyncGroupState(State::Master)),
+            Just(Event::SyncGroupState(State::Backup)),
+            any::<bool>().prop_map(Event::SyncGroupReady),
         ];
         (0u64..5000, ev)
     }

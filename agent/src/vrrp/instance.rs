@@ -26,7 +26,7 @@ use super::packet::{
     Advertisement, Auth, DropReason, Expect, MULTICAST_V4, MULTICAST_V6, Version, validate,
 };
 use super::socket::{RecvDrop, SocketError, VrrpSocket};
-use super::track::Tracking;
+use super::track::{SyncLink, SyncReport, Tracking};
 use super::vips::{Vip, VipBackend};
 use crate::netif::garp::{Announcer, GarpError, GarpSchedule, run_schedule};
 use crate::netif::links::{Change, Watch};
@@ -248,6 +248,7 @@ pub fn spawn(
     cfg: InstanceConfig,
     backend: Arc<dyn VipBackend>,
     tracking_rx: watch::Receiver<Tracking>,
+    sync: Option<SyncLink>,
     events_tx: broadcast::Sender<Transition>,
     shutdown_rx: watch::Receiver<bool>,
 ) -> InstanceHandle {
@@ -267,6 +268,7 @@ pub fn spawn(
             cfg,
             backend,
             tracking_rx,
+            sync,
             events_tx,
             shutdown_rx,
             status_tx,
@@ -294,6 +296,7 @@ struct Driver {
     events_tx: broadcast::Sender<Transition>,
     status_tx: watch::Sender<Status>,
     dsts: Vec<IpAddr>,
+    sync_tx: Option<(usize, mpsc::UnboundedSender<(usize, SyncReport)>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -317,6 +320,7 @@ async fn run(
     cfg: InstanceConfig,
     backend: Arc<dyn VipBackend>,
     mut tracking_rx: watch::Receiver<Tracking>,
+    sync: Option<SyncLink>,
     events_tx: broadcast::Sender<Transition>,
     mut shutdown_rx: watch::Receiver<bool>,
     status_tx: watch::Sender<Status>,
@@ -371,6 +375,7 @@ async fn run(
         preempt_delay: cfg.preempt_delay,
         primary_address: source,
         initial_master: cfg.initial_master || adopt,
+        sync_group: sync.is_some(),
     });
     let expect = Expect {
         version: cfg.version,
@@ -397,7 +402,9 @@ async fn run(
         events_tx,
         status_tx,
         dsts,
+        sync_tx: sync.as_ref().map(|l| (l.index, l.reports_tx.clone())),
     };
+    let mut sync_rx = sync.map(|l| l.events_rx);
 
     // Tracking state before startup decides between FAULT and BACKUP.
     let t = *tracking_rx.borrow_and_update();
@@ -477,6 +484,10 @@ async fn run(
                 None => addr_watch = None,
             },
             _ = vip_check.tick() => d.repair_vips().await,
+            event = next_sync(&mut sync_rx) => match event {
+                Some(event) => d.handle(event).await,
+                None => sync_rx = None,
+            },
             changed = tracking_rx.changed() => {
                 if changed.is_ok() {
                     let t = *tracking_rx.borrow_and_update();
@@ -490,6 +501,14 @@ async fn run(
     drop(d);
     let _ = notify_task.await;
     Ok(())
+}
+
+/// The next event from the sync group; never, outside one.
+async fn next_sync(rx: &mut Option<mpsc::UnboundedReceiver<Event>>) -> Option<Event> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next change of `watch`; never, without one.
@@ -651,6 +670,19 @@ impl Driver {
             }
             Action::StopTimer { timer } => {
                 self.timers.remove(&timer.into());
+            }
+            Action::SyncGroupState { state } => {
+                if let Some((index, tx)) = &self.sync_tx {
+                    let _ = tx.send((*index, SyncReport::State(state)));
+                }
+            }
+            Action::SyncWant { master } => {
+                if master && self.fsm.state() == State::Backup {
+                    tracing::info!("master down: waiting for the rest of the sync group");
+                }
+                if let Some((index, tx)) = &self.sync_tx {
+                    let _ = tx.send((*index, SyncReport::Want(master)));
+                }
             }
             Action::Notify {
                 from,
