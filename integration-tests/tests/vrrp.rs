@@ -434,6 +434,101 @@ fn sync_group_follows_master_and_backup() -> Result<()> {
     Ok(())
 }
 
+/// The MAC address `host` has for `ip`, from `ip neigh`.
+fn neighbour_mac(host: &Host, ip: &str) -> Option<String> {
+    let out = host.ip(["neigh", "show", ip]).ok()?;
+    let mut words = out.split_whitespace();
+    words.find(|w| *w == "lladdr")?;
+    words.next().map(str::to_string)
+}
+
+// In: two agents with useVmac (vrid 31), a client on the segment that pings
+// the VIP; SIGTERM to the master; kill -9 of the new master and a restart.
+// Out: the VIP lives on the macvlan device `vrrp.31` with MAC
+// 00:00:5e:00:01:1f, and that is the MAC in the client's ARP entry for the
+// VIP, before and after the failover (the client needs no ARP change); the
+// stopped agent removed its device; the restarted one adopts the device and
+// its VIP; a clean stop removes it.
+#[test]
+fn vmac_keeps_the_clients_arp_entry_across_failover() -> Result<()> {
+    let lab = Lab::new("vrrp-vmac")?;
+    let extra = "          useVmac: true\n";
+    let mut d = directors(
+        &lab,
+        &["d1", "d2"],
+        &group("100ms", "d1: 200, d2: 100", extra),
+    )?;
+    let client = lab.host("c", &["10.31.0.50/24"])?;
+    let vmac = "00:00:5e:00:01:1f";
+    let on_vmac = |x: &Director| {
+        x.host
+            .ip(["-br", "addr", "show", "dev", "vrrp.31"])
+            .map(|out| {
+                out.split_whitespace()
+                    .any(|w| w.split('/').next() == Some(VIP))
+            })
+            .unwrap_or(false)
+    };
+    let device = |x: &Director| x.host.ip(["link", "show", "vrrp.31"]).ok();
+    let ping = || client.run_ok(["ping", "-c1", "-W1", VIP]).is_ok();
+    d[0].start()?;
+    d[1].start()?;
+    wait_for(
+        || on_vmac(&d[0]) && !on_vmac(&d[1]),
+        scaled(Duration::from_secs(3)),
+    )
+    .with_context(|| format!("{}\n{}", tail(&d[0].log()), tail(&d[1].log())))?;
+    let link = device(&d[0]).context("no vrrp.31 on d1")?;
+    ensure!(
+        link.contains(vmac),
+        "vrrp.31 on d1 has not the virtual MAC:\n{link}"
+    );
+    ensure!(!d[0].has(VIP), "the VIP is on eth0 too");
+    wait_for(ping, scaled(Duration::from_secs(3))).context("the client cannot ping the VIP")?;
+    let before = neighbour_mac(&client, VIP);
+    ensure!(
+        before.as_deref() == Some(vmac),
+        "client's ARP entry for the VIP: {before:?}"
+    );
+
+    let status = d[0].agent().terminate(Duration::from_secs(5));
+    ensure!(status.success(), "agent exited with {status:?} on SIGTERM");
+    ensure!(
+        device(&d[0]).is_none(),
+        "d1 left vrrp.31 behind after SIGTERM"
+    );
+    wait_for(|| on_vmac(&d[1]), scaled(Duration::from_secs(3))).with_context(|| d[1].log())?;
+    wait_for(ping, scaled(Duration::from_secs(3))).with_context(|| {
+        format!(
+            "the client cannot ping the VIP on d2:\n{}",
+            tail(&d[1].log())
+        )
+    })?;
+    let after = neighbour_mac(&client, VIP);
+    ensure!(
+        after == before,
+        "client's ARP entry changed: {before:?} -> {after:?}"
+    );
+
+    d[1].agent().kill();
+    ensure!(on_vmac(&d[1]), "the VIP went with the killed process");
+    d[1].start()?;
+    wait_for(
+        || strip_ansi(&d[1].log()).contains("adopted=true"),
+        scaled(Duration::from_secs(3)),
+    )
+    .with_context(|| d[1].log())?;
+    ensure!(on_vmac(&d[1]), "the restarted agent did not keep the VIP");
+    wait_for(ping, scaled(Duration::from_secs(3))).context("no ping after the restart")?;
+    let status = d[1].agent().terminate(Duration::from_secs(5));
+    ensure!(status.success(), "agent exited with {status:?} on SIGTERM");
+    ensure!(
+        device(&d[1]).is_none(),
+        "d2 left vrrp.31 behind after SIGTERM"
+    );
+    Ok(())
+}
+
 // In: two agents with an IPv6 VIP (version 3 over IPv6, link-local
 // sources), on a captured bridge; the master is killed. Out: the backup
 // takes over; every IPv6 advert on the wire has hop limit 255, a verifying

@@ -72,9 +72,27 @@ pub struct InstanceConfig {
     pub check_addresses: bool,
     /// Notify commands.
     pub notify: NotifyCommands,
+    /// The virtual MAC device (keepalived use_vmac) the VIPs go on and
+    /// adverts and gratuitous ARP leave from; `None`: the interface itself.
+    pub vmac: Option<String>,
 }
 
 impl InstanceConfig {
+    /// The interface the VIPs go on: the virtual MAC device, if any.
+    pub fn vip_interface(&self) -> &str {
+        self.vmac.as_deref().unwrap_or(&self.interface)
+    }
+
+    /// The label of the VIPs: the kernel wants a label to start with the
+    /// device's name, so none on a virtual MAC device.
+    pub fn vip_label(&self) -> Option<&str> {
+        if self.vmac.is_some() {
+            None
+        } else {
+            self.label.as_deref()
+        }
+    }
+
     /// Whether the instance is IPv6.
     pub fn ipv6(&self) -> bool {
         self.vips.first().is_some_and(|v| v.address.is_ipv6())
@@ -215,6 +233,14 @@ pub enum InstanceError {
         /// Why.
         source: GarpError,
     },
+    /// The virtual MAC device could not be set up.
+    #[error("instance {instance}: virtual MAC: {source}")]
+    Vmac {
+        /// Instance name.
+        instance: String,
+        /// Why.
+        source: crate::netif::vmac::VmacError,
+    },
     /// No source address.
     #[error(
         "instance {instance}: interface {interface} has no {family} address to send adverts from; add one or set unicastSource"
@@ -288,6 +314,7 @@ struct Driver {
     cfg: InstanceConfig,
     fsm: Vrrp,
     socket: VrrpSocket,
+    tx_socket: Option<VrrpSocket>,
     announcer: Arc<Announcer>,
     backend: Arc<dyn VipBackend>,
     garp_task: Option<JoinHandle<()>>,
@@ -344,11 +371,39 @@ async fn run(
             source,
         }
     })?;
-    let announcer =
-        Announcer::open(&cfg.interface, !ipv6, ipv6).map_err(|source| InstanceError::Garp {
+    // With a virtual MAC, adverts leave from its device (their source MAC is
+    // the virtual one, so switches learn where the master is) and are still
+    // received on the interface, where they arrive.
+    let tx_socket = match &cfg.vmac {
+        Some(vmac) => {
+            let rtnl = crate::netif::Rtnl::connect().map_err(|e| InstanceError::Vmac {
+                instance: cfg.name.clone(),
+                source: e.into(),
+            })?;
+            let mac = crate::netif::vmac::virtual_mac(cfg.vrid, ipv6);
+            let outcome = rtnl
+                .ensure_vmac(vmac, &cfg.interface, mac)
+                .await
+                .map_err(|source| InstanceError::Vmac {
+                    instance: cfg.name.clone(),
+                    source,
+                })?;
+            tracing::info!(device = %vmac, adopted = outcome == crate::netif::Outcome::AlreadyThere, "virtual MAC device ready");
+            Some(
+                VrrpSocket::open(vmac, source, false).map_err(|source| InstanceError::Socket {
+                    instance: cfg.name.clone(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    let announcer = Announcer::open(cfg.vip_interface(), !ipv6, ipv6).map_err(|source| {
+        InstanceError::Garp {
             instance: cfg.name.clone(),
             source,
-        })?;
+        }
+    })?;
     let dsts = if multicast {
         vec![if ipv6 {
             IpAddr::V6(MULTICAST_V6)
@@ -362,7 +417,7 @@ async fn run(
     // VIPs left by a predecessor that was killed: start as master so that
     // the VIPs stay where they are (no flap) unless the election says
     // otherwise.
-    let present = super::vips::addresses_on(&cfg.interface);
+    let present = super::vips::addresses_on(cfg.vip_interface());
     let adopt = !cfg.vips.is_empty() && cfg.vips.iter().all(|v| present.contains(&v.address));
     if adopt {
         tracing::info!("VIPs already on the interface: adopting them as master");
@@ -394,6 +449,7 @@ async fn run(
         cfg,
         fsm,
         socket,
+        tx_socket,
         announcer: Arc::new(announcer),
         backend,
         garp_task: None,
@@ -418,7 +474,7 @@ async fn run(
         // Leftovers of some VIPs only: take them off.
         for vip in d.cfg.vips.clone() {
             if present.contains(&vip.address) {
-                let _ = d.backend.remove(&d.cfg.interface, vip).await;
+                let _ = d.backend.remove(d.cfg.vip_interface(), vip).await;
             }
         }
     }
@@ -497,6 +553,19 @@ async fn run(
         }
     }
     d.handle(Event::Shutdown).await;
+    if let Some(vmac) = d.cfg.vmac.clone() {
+        // Ours by name; a kill -9 leaves it (and the VIPs) for the next
+        // process to adopt.
+        drop(d.tx_socket.take());
+        match crate::netif::Rtnl::connect() {
+            Ok(rtnl) => {
+                if let Err(e) = rtnl.delete_link(&vmac).await {
+                    tracing::warn!(device = %vmac, error = %e, "virtual MAC device not removed");
+                }
+            }
+            Err(e) => tracing::warn!(device = %vmac, error = %e, "virtual MAC device not removed"),
+        }
+    }
     // Let the stop hook and the transitions before it run to the end.
     drop(d);
     let _ = notify_task.await;
@@ -616,9 +685,10 @@ impl Driver {
                     addresses: self.cfg.vips.iter().map(|v| v.address).collect(),
                     auth: self.cfg.auth,
                 };
+                let socket = self.tx_socket.as_ref().unwrap_or(&self.socket);
                 for dst in &self.dsts {
-                    let bytes = adv.encode(self.socket.src(), *dst);
-                    if let Err(e) = self.socket.send(&bytes, *dst).await {
+                    let bytes = adv.encode(socket.src(), *dst);
+                    if let Err(e) = socket.send(&bytes, *dst).await {
                         tracing::warn!(error = %e, %dst, "advert not sent");
                     }
                 }
@@ -628,7 +698,7 @@ impl Driver {
                 for vip in &self.cfg.vips {
                     if let Err(e) = self
                         .backend
-                        .add(&self.cfg.interface, *vip, self.cfg.label.as_deref())
+                        .add(self.cfg.vip_interface(), *vip, self.cfg.vip_label())
                         .await
                     {
                         tracing::error!(error = %e, "VIP not added: giving mastership away");
@@ -641,7 +711,7 @@ impl Driver {
             }
             Action::RemoveVips => {
                 for vip in &self.cfg.vips {
-                    if let Err(e) = self.backend.remove(&self.cfg.interface, *vip).await {
+                    if let Err(e) = self.backend.remove(self.cfg.vip_interface(), *vip).await {
                         tracing::error!(error = %e, "VIP not removed");
                     }
                 }
@@ -719,7 +789,7 @@ impl Driver {
         if self.fsm.state() != State::Master {
             return;
         }
-        let present = super::vips::addresses_on(&self.cfg.interface);
+        let present = super::vips::addresses_on(self.cfg.vip_interface());
         let mut failed = false;
         for vip in self.cfg.vips.clone() {
             if present.contains(&vip.address) {
@@ -727,7 +797,7 @@ impl Driver {
             }
             match self
                 .backend
-                .add(&self.cfg.interface, vip, self.cfg.label.as_deref())
+                .add(self.cfg.vip_interface(), vip, self.cfg.vip_label())
                 .await
             {
                 Ok(()) => tracing::warn!(%vip, "VIP went missing while master: added again"),
