@@ -1545,32 +1545,41 @@ impl Director {
                     "instance {instance}: not a VRRP instance of this director"
                 ))
             })?;
-        let hooks = self
-            .failover
-            .get(instance)
-            .ok_or_else(|| DirectorError::NotFound(format!("instance {instance}: no hooks")))?;
-        let generation = hooks.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        // A sync group moves as one: its members take over only together,
+        // so a forced take (or release) applies to every member.
+        let members: Vec<String> = self
+            .units
+            .iter()
+            .find(|u| u.names.iter().any(|n| n == instance))
+            .map(|u| u.names.clone())
+            .unwrap_or_else(|| vec![instance.to_string()]);
         let (release, take) = match action {
             Failover::Release => (false, false),
             Failover::Take => (true, true),
         };
-        hooks.release_tx.send_replace(release);
-        hooks.take_tx.send_replace(take);
-        info!(instance, ?action, ?hold, "forced failover");
-        let (release_tx, take_tx, gen_now) = (
-            hooks.release_tx.clone(),
-            hooks.take_tx.clone(),
-            hooks.generation.clone(),
-        );
-        let instance = instance.to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep(hold).await;
-            if gen_now.load(Ordering::SeqCst) == generation {
-                info!(instance, "forced failover hold ended");
-                release_tx.send_replace(true);
-                take_tx.send_replace(false);
-            }
-        });
+        for name in members {
+            let hooks = self
+                .failover
+                .get(&name)
+                .ok_or_else(|| DirectorError::NotFound(format!("instance {name}: no hooks")))?;
+            let generation = hooks.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            hooks.release_tx.send_replace(release);
+            hooks.take_tx.send_replace(take);
+            info!(instance = %name, ?action, ?hold, "forced failover");
+            let (release_tx, take_tx, gen_now) = (
+                hooks.release_tx.clone(),
+                hooks.take_tx.clone(),
+                hooks.generation.clone(),
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(hold).await;
+                if gen_now.load(Ordering::SeqCst) == generation {
+                    info!(instance = %name, "forced failover hold ended");
+                    release_tx.send_replace(true);
+                    take_tx.send_replace(false);
+                }
+            });
+        }
         Ok(status)
     }
 

@@ -8,5 +8,6 @@ pub mod routes;
 pub mod rtnl;
 pub mod sysctl;
 pub mod tunnel;
+pub mod vmac;
 
 pub use rtnl::{NetifError, Outcome, Rtnl};
