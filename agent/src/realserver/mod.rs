@@ -295,6 +295,16 @@ impl RealServer {
     /// restored, raised links set down, created tunnels deleted.
     pub async fn undo(&mut self) -> Result<(), RealServerError> {
         let last_error = self.converge(false).await?;
+        // The status file must not go on saying "ready" once the VIPs are gone.
+        let mut status = self.status_tx.borrow().clone();
+        for v in &mut status.vips {
+            v.ready = false;
+            v.reason = "the agent stopped".into();
+        }
+        if let Err(e) = self.state.save_status(&status) {
+            warn!(error = %e, "status not written");
+        }
+        self.status_tx.send_replace(status);
         if self.reconciler.ledger.is_empty() {
             info!("every change undone");
             return Ok(());
