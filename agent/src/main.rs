@@ -51,6 +51,11 @@ enum Role {
         /// 127.0.0.1:9361.
         #[arg(long)]
         metrics: Option<SocketAddr>,
+        /// Run VRRP on a SCHED_RR thread at this priority (1..=99), as
+        /// keepalived's vrrp_rt_priority: adverts stay on time on a loaded
+        /// machine. Needs CAP_SYS_NICE.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=99))]
+        realtime_priority: Option<u8>,
         /// Check the configuration and exit.
         #[arg(long)]
         check: bool,
@@ -97,6 +102,7 @@ fn main() -> anyhow::Result<()> {
             state_dir,
             api,
             metrics,
+            realtime_priority,
             check,
         } => {
             let options = lb_agent::director::daemon::Options {
@@ -106,6 +112,7 @@ fn main() -> anyhow::Result<()> {
                 state_dir,
                 api,
                 metrics,
+                realtime_priority,
             };
             if check {
                 return Ok(lb_agent::director::daemon::check(&options)?);

@@ -460,13 +460,22 @@ pub struct Kernel {
     /// IPVS, when the kernel has it (a director with services and no IPVS
     /// runs VRRP and checks, reports the error and retries every reconcile).
     pub ipvs: Option<IpvsHandle>,
+    /// The runtime VRRP instances run on (a thread of their own, so health
+    /// checks and applies never delay an advertisement); `None`: the
+    /// caller's.
+    pub vrrp_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Kernel {
-    /// The real kernel: rtnetlink for VIPs, generic netlink for IPVS.
-    pub fn connect() -> Result<Self, DirectorError> {
-        let vips = crate::netif::Rtnl::connect()
-            .map_err(|e| DirectorError::Setup(format!("rtnetlink: {e}")))?;
+    /// The real kernel: rtnetlink for VIPs, generic netlink for IPVS. The
+    /// rtnetlink connection runs on `vrrp_runtime` when given, beside the
+    /// instances that use it.
+    pub fn connect(vrrp_runtime: Option<tokio::runtime::Handle>) -> Result<Self, DirectorError> {
+        let vips = {
+            let _guard = vrrp_runtime.as_ref().map(|h| h.enter());
+            crate::netif::Rtnl::connect()
+                .map_err(|e| DirectorError::Setup(format!("rtnetlink: {e}")))?
+        };
         let ipvs = match IpvsHandle::spawn() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -477,8 +486,56 @@ impl Kernel {
         Ok(Kernel {
             vips: Arc::new(vips),
             ipvs,
+            vrrp_runtime,
         })
     }
+}
+
+/// Starts a thread for VRRP with a runtime of its own and returns its
+/// handle; with `realtime_priority` (1..=99) the thread runs SCHED_RR at
+/// that priority, as keepalived's `vrrp_rt_priority` does, so that a loaded
+/// machine does not delay advertisements into false takeovers. The thread
+/// lives as long as the process.
+pub fn vrrp_thread(realtime_priority: Option<u8>) -> Result<tokio::runtime::Handle, DirectorError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("vrrp".into())
+        .spawn(move || {
+            if let Some(p) = realtime_priority {
+                use thread_priority::{
+                    RealtimeThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+                    set_thread_priority_and_policy, thread_native_id,
+                };
+                let set = p.try_into().map_err(|e| format!("{e:?}")).and_then(|v| {
+                    set_thread_priority_and_policy(
+                        thread_native_id(),
+                        ThreadPriority::Crossplatform(v),
+                        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::RoundRobin),
+                    )
+                    .map_err(|e| format!("{e:?}"))
+                });
+                match set {
+                    Ok(()) => info!(priority = p, "VRRP thread runs SCHED_RR"),
+                    Err(e) => warn!(priority = p, error = %e, "VRRP thread priority not set"),
+                }
+            }
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(rt.handle().clone()));
+            rt.block_on(std::future::pending::<()>());
+        })
+        .map_err(|e| DirectorError::Setup(format!("VRRP thread: {e}")))?;
+    rx.recv()
+        .map_err(|e| DirectorError::Setup(format!("VRRP thread: {e}")))?
+        .map_err(|e| DirectorError::Setup(format!("VRRP runtime: {e}")))
 }
 
 /// Starts a director on `config`, adopting what the kernel holds. When
@@ -1278,6 +1335,7 @@ impl Director {
                 vec![]
             };
             let (shutdown_tx, shutdown_rx) = watch::channel(false);
+            let _runtime = self.kernel.vrrp_runtime.as_ref().map(|h| h.enter());
             let handles = crate::vrrp::start(
                 planned,
                 &sync,
