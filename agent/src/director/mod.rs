@@ -663,8 +663,7 @@ pub async fn start(
     // Adopt: what the kernel holds is assumed healthy until checked.
     let kernel_table = d.dump().await;
     let assumed = assumed_up(&plan, kernel_table.as_ref());
-    d.health.apply_assuming(d.health_specs(), assumed).await?;
-    d.absorb_health_events().await;
+    d.apply_health(assumed).await?;
     d.sync_quorum_hooks();
     d.desired = d.compute_desired();
     let operations = match &kernel_table {
@@ -924,6 +923,29 @@ impl Director {
                 s
             })
             .collect()
+    }
+
+    /// Gives the runner the current checks and takes its events meanwhile
+    /// (it queues one action per destination before it answers: with
+    /// thousands of real servers the queue must be drained while waiting).
+    /// Returns the services whose weights moved.
+    async fn apply_health(
+        &mut self,
+        assumed_up: HashSet<(String, SocketAddr)>,
+    ) -> Result<BTreeSet<String>, runner::ApplyError> {
+        let health = self.health.clone();
+        let specs = self.health_specs();
+        let apply = health.apply_assuming(specs, assumed_up);
+        tokio::pin!(apply);
+        let mut touched = BTreeSet::new();
+        let result = loop {
+            tokio::select! {
+                r = &mut apply => break r,
+                Some(ev) = self.health_rx.recv() => self.on_health(ev, &mut touched),
+            }
+        };
+        touched.extend(self.absorb_health_events().await);
+        result.map(|()| touched)
     }
 
     /// Takes every health event already queued (after an apply of the
@@ -1442,7 +1464,7 @@ impl Director {
         let old_plan = std::mem::replace(&mut self.plan, plan);
         let old_drained = self.drained.clone();
         self.drained.retain(|k, _| keep(k));
-        if let Err(e) = self.health.apply(self.health_specs()).await {
+        if let Err(e) = self.apply_health(HashSet::new()).await {
             self.plan = old_plan;
             self.drained = old_drained;
             return Err(e.into());
@@ -1532,8 +1554,7 @@ impl Director {
             self.drained.insert(id.clone(), until);
             info!(service, real_server, ?deadline, "draining");
         }
-        self.health.apply(self.health_specs()).await?;
-        let mut touched = self.absorb_health_events().await;
+        let mut touched = self.apply_health(HashSet::new()).await?;
         touched.insert(service.to_string());
         self.apply_services(&touched).await;
         self.publish();
