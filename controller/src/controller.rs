@@ -287,20 +287,14 @@ impl Controller {
 
     /// Per-node plans of the nodes whose state would change.
     fn plans(&self, topology: &Topology, revision: u64) -> Vec<NodePlan> {
-        let baseline = self.inner.fleet.baseline();
-        let planned = self.inner.fleet.plan_for(topology, revision);
-        planned
+        self.inner
+            .fleet
+            .changes_for(topology, revision)
             .into_iter()
-            .filter_map(|(node, desired)| {
-                let old = baseline.get(&node);
-                if old.is_some_and(|o| plan::same_config(o, &desired)) {
-                    return None;
-                }
-                Some(NodePlan {
-                    diff: plan::diff(old, &desired),
-                    node,
-                    desired: Some(desired),
-                })
+            .map(|c| NodePlan {
+                diff: plan::diff(c.old.as_ref(), &c.new),
+                node: c.node,
+                desired: Some(c.new),
             })
             .collect()
     }
