@@ -14,11 +14,11 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use lb_proto::v1::{DesiredState, NodePlan, ObjectKind, Topology, ValidationIssue, object};
+use lb_proto::v1::{DesiredState, NodePlan, ObjectKind, ValidationIssue, object};
 use tokio::sync::broadcast;
 
 use crate::change::{self, Edit, EditError};
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, NodeChange};
 use crate::plan;
 use crate::store::{Change, Record, Store, StoreError, StoreEvent};
 use crate::validate::{self, Issue, Report};
@@ -201,9 +201,30 @@ impl Controller {
 
     /// Validates and stores a change (or plans it, for a dry run).
     pub async fn apply(&self, request: ChangeRequest) -> Result<ApplyOutcome, ControllerError> {
-        // Applies of this replica go one at a time, so they do not race each
-        // other for the compare-and-swap; other replicas are caught by it.
-        let _turn = self.inner.apply_lock.lock().await;
+        let (outcome, changes) = {
+            // Applies of this replica go one at a time, so they do not race
+            // each other for the compare-and-swap; other replicas are caught
+            // by it. The diffs are rendered after the turn.
+            let _turn = self.inner.apply_lock.lock().await;
+            self.apply_in_turn(request).await?
+        };
+        let plans = changes
+            .into_iter()
+            .map(|c| NodePlan {
+                diff: plan::diff(c.old.as_ref(), &c.new),
+                node: c.node,
+                desired: Some(c.new),
+            })
+            .collect();
+        Ok(ApplyOutcome { plans, ..outcome })
+    }
+
+    /// [`Controller::apply`] on this replica's turn: the outcome without its
+    /// plans, and the nodes whose state changes.
+    async fn apply_in_turn(
+        &self,
+        request: ChangeRequest,
+    ) -> Result<(ApplyOutcome, Vec<NodeChange>), ControllerError> {
         // Start from the cached revision: a write needs no extra read when
         // the cache is current (the commit's compare-and-swap checks it).
         // Dry runs, no-ops and revision mismatches are confirmed against
@@ -243,14 +264,15 @@ impl Controller {
             } else {
                 current.revision
             };
-            let plans = self.plans(&topology, revision);
+            let changes = self.inner.fleet.changes_for(&topology, revision);
             if request.dry_run || !changed {
-                return Ok(ApplyOutcome {
+                let outcome = ApplyOutcome {
                     revision: current.revision,
                     changed,
-                    plans,
+                    plans: Vec::new(),
                     warnings: report.warnings,
-                });
+                };
+                return Ok((outcome, changes));
             }
             let change = Change {
                 author: request.author.clone(),
@@ -267,12 +289,13 @@ impl Controller {
                         "topology stored"
                     );
                     self.inner.fleet.set_topology(record);
-                    return Ok(ApplyOutcome {
+                    let outcome = ApplyOutcome {
                         revision,
                         changed,
-                        plans,
+                        plans: Vec::new(),
                         warnings: report.warnings,
-                    });
+                    };
+                    return Ok((outcome, changes));
                 }
                 Err(StoreError::Conflict { .. })
                     if (request.expected_revision == 0 || !fresh) && attempt < APPLY_RETRIES =>
@@ -283,26 +306,6 @@ impl Controller {
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    /// Per-node plans of the nodes whose state would change.
-    fn plans(&self, topology: &Topology, revision: u64) -> Vec<NodePlan> {
-        let baseline = self.inner.fleet.baseline();
-        let planned = self.inner.fleet.plan_for(topology, revision);
-        planned
-            .into_iter()
-            .filter_map(|(node, desired)| {
-                let old = baseline.get(&node);
-                if old.is_some_and(|o| plan::same_config(o, &desired)) {
-                    return None;
-                }
-                Some(NodePlan {
-                    diff: plan::diff(old, &desired),
-                    node,
-                    desired: Some(desired),
-                })
-            })
-            .collect()
     }
 
     /// The current record, from the store.
@@ -569,20 +572,9 @@ async fn tick(inner: Weak<Inner>) {
         let replica = this.config.replica.clone();
         let local = this.fleet.connected_status();
         let mut now_published = std::collections::BTreeSet::new();
-        for status in &local {
-            match this
-                .store
-                .publish_status(&replica, &status.node, Some(status))
-                .await
-            {
-                Ok(()) => {
-                    now_published.insert(status.node.clone());
-                }
-                Err(e) => {
-                    tracing::debug!(node = %status.node, error = %e, "sharing status failed");
-                    break;
-                }
-            }
+        match this.store.publish_statuses(&replica, &local).await {
+            Ok(()) => now_published.extend(local.iter().map(|s| s.node.clone())),
+            Err(e) => tracing::debug!(error = %e, "sharing status failed"),
         }
         let gone: Vec<String> = published.difference(&now_published).cloned().collect();
         for node in gone {

@@ -25,7 +25,7 @@ use lb_proto::v1::{
 };
 use tokio::sync::{broadcast, mpsc};
 
-use crate::plan::{self, Holds};
+use crate::plan::{self, Holds, Planned};
 use crate::store::{Readiness, Record};
 
 /// The sending half of one agent stream.
@@ -48,6 +48,9 @@ struct Agent {
 
 struct State {
     record: Record,
+    /// The plan of `record` with the readiness and holds of the last
+    /// reconcile: the base of the next plan.
+    planned: Planned,
     readiness: Readiness,
     agents: BTreeMap<String, Agent>,
     next_session: u64,
@@ -61,6 +64,17 @@ pub struct ReadinessChange {
     pub node: String,
     /// VIPs ready now.
     pub vips: BTreeSet<String>,
+}
+
+/// A node whose state an apply changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeChange {
+    /// Node.
+    pub node: String,
+    /// What it was last told, or would be told now if it never was.
+    pub old: Option<DesiredState>,
+    /// What it would be told.
+    pub new: DesiredState,
 }
 
 /// The agents and the push.
@@ -92,15 +106,23 @@ impl Fleet {
     /// A fleet planning from `record` and `readiness`, pushing with `epoch`.
     pub fn new(replica: &str, record: Record, readiness: Readiness, epoch: u64) -> Fleet {
         let (events_tx, _) = broadcast::channel(4096);
+        let mut state = State {
+            record,
+            planned: Planned::default(),
+            readiness,
+            agents: BTreeMap::new(),
+            next_session: 1,
+            epoch,
+        };
+        state.planned = with_input(
+            &state,
+            &state.record.topology,
+            state.record.revision,
+            plan::plan_all,
+        );
         Fleet {
             replica: replica.to_string(),
-            state: Mutex::new(State {
-                record,
-                readiness,
-                agents: BTreeMap::new(),
-                next_session: 1,
-                epoch,
-            }),
+            state: Mutex::new(state),
             events_tx,
         }
     }
@@ -356,20 +378,48 @@ impl Fleet {
         revision: u64,
     ) -> BTreeMap<String, DesiredState> {
         let state = self.lock();
-        plan_locked(&state, topology, revision)
+        with_input(&state, topology, revision, |input| {
+            plan::replan(state.planned.clone(), input).states
+        })
     }
 
-    /// What each node was last told, or would be told now if it never was:
-    /// the base of an apply's diff.
-    pub fn baseline(&self) -> BTreeMap<String, DesiredState> {
+    /// The nodes whose state changes if the topology becomes `topology` at
+    /// `revision`: for each, what it was last told (or would be told now if
+    /// it never was) and what it would be told. Only the nodes whose inputs
+    /// changed are planned again.
+    pub fn changes_for(&self, topology: &lb_proto::v1::Topology, revision: u64) -> Vec<NodeChange> {
         let state = self.lock();
-        let mut out = plan_locked(&state, &state.record.topology, state.record.revision);
-        for (name, agent) in &state.agents {
-            if let Some(p) = agent.pushed.as_ref().or(agent.applied.as_ref()) {
-                out.insert(name.clone(), p.clone());
+        with_input(&state, topology, revision, |input| {
+            let changes = plan::replan_changes(&state.planned, input);
+            let mut names: BTreeSet<&str> = changes.states.keys().map(String::as_str).collect();
+            names.extend(state.agents.keys().map(String::as_str));
+            if changes.whole {
+                names.extend(state.planned.states.keys().map(String::as_str));
             }
-        }
-        out
+            let mut out = Vec::new();
+            for name in names {
+                let Some(new) = changes.state(&state.planned, name) else {
+                    continue;
+                };
+                let old = state
+                    .agents
+                    .get(name)
+                    .and_then(|a| a.pushed.as_ref().or(a.applied.as_ref()))
+                    .or_else(|| state.planned.states.get(name));
+                if old.is_some_and(|o| plan::same_config(o, new)) {
+                    continue;
+                }
+                let mut new = new.clone();
+                new.revision = revision;
+                new.epoch = state.epoch;
+                out.push(NodeChange {
+                    node: name.to_string(),
+                    old: old.cloned(),
+                    new,
+                });
+            }
+            out
+        })
     }
 
     /// Status of the named nodes (all when empty): every node of the
@@ -406,12 +456,21 @@ impl Fleet {
     }
 
     fn reconcile_locked(&self, state: &mut State) {
-        let plans = plan_locked(state, &state.record.topology, state.record.revision);
-        for (name, agent) in state.agents.iter_mut() {
+        let previous = std::mem::take(&mut state.planned);
+        state.planned = with_input(
+            state,
+            &state.record.topology,
+            state.record.revision,
+            |input| plan::replan(previous, input),
+        );
+        let State {
+            planned, agents, ..
+        } = state;
+        for (name, agent) in agents.iter_mut() {
             let Some(session) = agent.session.as_ref() else {
                 continue;
             };
-            let Some(desired) = plans.get(name) else {
+            let Some(desired) = planned.states.get(name) else {
                 continue;
             };
             if agent
@@ -437,11 +496,15 @@ impl Fleet {
     }
 }
 
-fn plan_locked(
+/// Calls `f` with the planner's input for `topology` at `revision`: the
+/// fleet's readiness and epoch, and the holds and previous states of its
+/// agents.
+fn with_input<R>(
     state: &State,
     topology: &lb_proto::v1::Topology,
     revision: u64,
-) -> BTreeMap<String, DesiredState> {
+    f: impl FnOnce(plan::Input<'_>) -> R,
+) -> R {
     let mut holds = Holds::new();
     for agent in state.agents.values() {
         if agent.role == NodeRole::Director {
@@ -459,11 +522,13 @@ fn plan_locked(
     };
     // Agents whose node left the topology are told to run nothing (real
     // servers keep what directors still forward to them).
+    let named: std::collections::HashSet<&str> =
+        topology.nodes.iter().map(|n| n.name.as_str()).collect();
     let missing: Vec<Node> = state
         .agents
         .iter()
         .filter(|(name, agent)| {
-            agent.role != NodeRole::Unspecified && !topology.nodes.iter().any(|n| &n.name == *name)
+            agent.role != NodeRole::Unspecified && !named.contains(name.as_str())
         })
         .map(|(name, agent)| Node {
             name: name.clone(),
@@ -480,7 +545,7 @@ fn plan_locked(
         extended = t;
         &extended
     };
-    plan::plan(plan::Input {
+    f(plan::Input {
         topology,
         revision,
         epoch: state.epoch,

@@ -1,6 +1,7 @@
 //! ControllerService over gRPC on both stores: apply, validation with nothing
 //! written, dry runs, compare-and-swap, get/list/delete, history and
-//! rollback, drain, events; health and reflection on the same server.
+//! rollback, drain, events, concurrent applies; health and reflection on
+//! the same server.
 
 mod support;
 
@@ -345,6 +346,64 @@ async fn watch_events_streams_topology_changes(backend: support::Backend) {
     }
 }
 
+/// Eight clients apply at once, each adding its own node: every apply gets
+/// its own revision, each revision in the history holds the nodes of those
+/// before it, and the last holds all eight (no apply lost another's change).
+async fn concurrent_applies_each_build_on_the_last(backend: support::Backend) {
+    let served = Served::start(backend.store.clone(), any_port(), "a").await;
+    let mut client = served.client().await;
+    client.apply(whole(support::seed(), "first")).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..8u32 {
+        let mut client = served.client().await;
+        tasks.push(tokio::spawn(async move {
+            let node = lb_proto::v1::Node {
+                name: format!("extra{n}"),
+                role: lb_proto::v1::NodeRole::Realserver as i32,
+                address: format!("192.168.56.{}", 200 + n),
+                ..Default::default()
+            };
+            let request = ApplyRequest {
+                content: Some(apply_request::Content::Objects(ObjectList {
+                    objects: vec![Object {
+                        kind: Some(object::Kind::Node(node)),
+                    }],
+                })),
+                message: format!("add extra{n}"),
+                ..Default::default()
+            };
+            client.apply(request).await.unwrap().into_inner()
+        }));
+    }
+    let mut revisions = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert!(r.changed);
+        revisions.push(r.revision);
+    }
+    revisions.sort();
+    assert_eq!(revisions, (2..=9).collect::<Vec<u64>>());
+    let history = backend.store.history(100).await.unwrap();
+    assert_eq!(history.len(), 9);
+    for record in &history {
+        let extra = record
+            .topology
+            .nodes
+            .iter()
+            .filter(|n| n.name.starts_with("extra"))
+            .count();
+        assert_eq!(
+            extra as u64,
+            record.revision - 1,
+            "revision {}",
+            record.revision
+        );
+    }
+    let current = backend.store.current().await.unwrap();
+    assert_eq!(current.revision, 9);
+    assert_eq!(served.controller.fleet().record().revision, 9);
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod embedded {
@@ -375,6 +434,7 @@ both_backends!(
     history_and_rollback,
     drain_and_undrain,
     watch_events_streams_topology_changes,
+    concurrent_applies_each_build_on_the_last,
 );
 
 #[tokio::test]

@@ -308,3 +308,306 @@ proptest! {
         }
     }
 }
+
+/// Random topologies over a small universe of names, so that changes hit
+/// objects that others refer to: nodes n0..n5, groups g0..g2 and services
+/// s0..s3, which name nodes and groups that may or may not exist.
+mod incremental {
+    use super::*;
+    use lb_proto::v1::{AddressFamily, DirectorGroup, Forwarding, RealServer, Vrrp, VrrpInstance};
+    use proptest::collection::vec;
+    use proptest::option;
+
+    const NODES: usize = 6;
+    const GROUPS: usize = 3;
+    const SERVICES: usize = 4;
+    const VIPS: [&str; 3] = ["10.9.0.1", "10.9.0.2", "fd09::1"];
+
+    fn arb_node(i: usize) -> impl Strategy<Value = Node> {
+        (0u8..5, any::<bool>(), any::<bool>()).prop_map(move |(role, v6, interfaces)| Node {
+            name: format!("n{i}"),
+            role: match role {
+                0 | 1 => NodeRole::Director,
+                4 => NodeRole::Unspecified,
+                _ => NodeRole::Realserver,
+            } as i32,
+            address: if v6 {
+                format!("fd00::{i}")
+            } else {
+                format!("10.0.0.{i}")
+            },
+            interfaces: if interfaces {
+                vec!["eth1".to_string()]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        })
+    }
+
+    fn arb_group(i: usize) -> impl Strategy<Value = DirectorGroup> {
+        (
+            vec(0..NODES + 1, 0..3),
+            vec((0..NODES + 1, 1u32..255), 0..3),
+            vec(0..VIPS.len(), 0..3),
+            any::<bool>(),
+        )
+            .prop_map(move |(directors, priorities, vips, eth0)| DirectorGroup {
+                name: format!("g{i}"),
+                interface: if eth0 { "eth0" } else { "eth2" }.to_string(),
+                directors: directors.iter().map(|d| format!("n{d}")).collect(),
+                vrrp: Some(Vrrp {
+                    instances: vec![VrrpInstance {
+                        name: "VI_1".to_string(),
+                        vrid: 50 + i as u32,
+                        vips: vips.iter().map(|v| format!("{}/24", VIPS[*v])).collect(),
+                        priorities: priorities
+                            .iter()
+                            .map(|(n, p)| (format!("n{n}"), *p))
+                            .collect(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+    }
+
+    fn arb_real_server() -> impl Strategy<Value = RealServer> {
+        (
+            prop_oneof![
+                4 => (0..NODES + 1).prop_map(|n| Target::Node(format!("n{n}"))),
+                1 => Just(Target::Address("10.0.1.9".to_string())),
+            ],
+            option::of(0u32..3),
+            any::<bool>(),
+            prop_oneof![Just(0u32), Just(80)],
+        )
+            .prop_map(|(target, weight, drain, port)| RealServer {
+                target: Some(target),
+                weight,
+                drain,
+                port,
+                ..Default::default()
+            })
+    }
+
+    fn arb_service(i: usize) -> impl Strategy<Value = Service> {
+        (
+            0..GROUPS + 1,
+            option::of(0..VIPS.len()),
+            any::<bool>(),
+            0i32..4,
+            prop_oneof![Just(53u32), Just(80)],
+            vec(arb_real_server(), 0..4),
+        )
+            .prop_map(
+                move |(group, vip, v6, forwarding, port, real_servers)| Service {
+                    name: format!("s{i}"),
+                    director_group: format!("g{group}"),
+                    vip: vip.map(|v| VIPS[v].to_string()).unwrap_or_default(),
+                    fwmark: if vip.is_none() { 1 + i as u32 } else { 0 },
+                    family: if v6 {
+                        AddressFamily::Inet6
+                    } else {
+                        AddressFamily::Inet
+                    } as i32,
+                    forwarding: Forwarding::try_from(forwarding).unwrap_or_default().into(),
+                    port,
+                    real_servers,
+                    ..Default::default()
+                },
+            )
+    }
+
+    fn arb_topology() -> impl Strategy<Value = Topology> {
+        let nodes: Vec<_> = (0..NODES)
+            .map(|i| option::weighted(0.8, arb_node(i)))
+            .collect();
+        let groups: Vec<_> = (0..GROUPS)
+            .map(|i| option::weighted(0.8, arb_group(i)))
+            .collect();
+        let services: Vec<_> = (0..SERVICES)
+            .map(|i| option::weighted(0.8, arb_service(i)))
+            .collect();
+        (
+            nodes
+                .prop_map(|v| v.into_iter().flatten().collect::<Vec<_>>())
+                .prop_shuffle(),
+            groups
+                .prop_map(|v| v.into_iter().flatten().collect::<Vec<_>>())
+                .prop_shuffle(),
+            services
+                .prop_map(|v| v.into_iter().flatten().collect::<Vec<_>>())
+                .prop_shuffle(),
+        )
+            .prop_map(|(nodes, director_groups, services)| Topology {
+                nodes,
+                director_groups,
+                services,
+            })
+    }
+
+    /// One change to a topology, as applies make them: an object created,
+    /// replaced in place or deleted; or (as a whole-topology apply may) the
+    /// nodes in another order.
+    #[derive(Debug, Clone)]
+    enum Change {
+        Node(usize, Option<Node>),
+        Group(usize, Option<DirectorGroup>),
+        Service(usize, Option<Service>),
+        ReverseNodes,
+    }
+
+    fn arb_change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            3 => (0..NODES).prop_flat_map(|i| option::weighted(0.8, arb_node(i)).prop_map(move |n| Change::Node(i, n))),
+            2 => (0..GROUPS).prop_flat_map(|i| option::weighted(0.8, arb_group(i)).prop_map(move |g| Change::Group(i, g))),
+            4 => (0..SERVICES).prop_flat_map(|i| option::weighted(0.8, arb_service(i)).prop_map(move |s| Change::Service(i, s))),
+            1 => Just(Change::ReverseNodes),
+        ]
+    }
+
+    fn upsert<T>(items: &mut Vec<T>, name: &str, item: Option<T>, name_of: impl Fn(&T) -> &str) {
+        let at = items.iter().position(|x| name_of(x) == name);
+        match (at, item) {
+            (Some(i), Some(item)) => items[i] = item,
+            (None, Some(item)) => items.push(item),
+            (Some(i), None) => {
+                items.remove(i);
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn change(t: &mut Topology, c: Change) {
+        match c {
+            Change::Node(i, n) => upsert(&mut t.nodes, &format!("n{i}"), n, |x| &x.name),
+            Change::Group(i, g) => upsert(&mut t.director_groups, &format!("g{i}"), g, |x| &x.name),
+            Change::Service(i, s) => upsert(&mut t.services, &format!("s{i}"), s, |x| &x.name),
+            Change::ReverseNodes => t.nodes.reverse(),
+        }
+    }
+
+    /// VIPs by node, for readiness and holds.
+    fn arb_vips_by_node() -> impl Strategy<Value = BTreeMap<String, BTreeSet<String>>> {
+        vec(option::of(vec(0..VIPS.len(), 0..3)), NODES + 1).prop_map(|by_node| {
+            by_node
+                .into_iter()
+                .enumerate()
+                .filter_map(|(n, vips)| {
+                    let vips = vips?.into_iter().map(|v| VIPS[v].to_string()).collect();
+                    Some((format!("n{n}"), vips))
+                })
+                .collect()
+        })
+    }
+
+    /// One step of a fleet: changes to the topology, the readiness and
+    /// holds now, whether the previous states are what the last plan said
+    /// (or nothing was ever pushed), and the epoch.
+    type Step = (Vec<Change>, Option<Readiness>, Option<Holds>, bool, u64);
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        (
+            vec(arb_change(), 0..4),
+            option::of(arb_vips_by_node()),
+            option::of(arb_vips_by_node()),
+            any::<bool>(),
+            1u64..3,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Planning again only the nodes whose inputs changed gives exactly
+        /// the plan made from scratch, after every step of random changes to
+        /// the topology, the readiness, the holds and the previous states.
+        #[test]
+        fn incremental_equals_from_scratch(
+            start in arb_topology(),
+            readiness in arb_vips_by_node(),
+            holds in arb_vips_by_node(),
+            steps in vec(arb_step(), 1..5),
+        ) {
+            let mut topology = start;
+            let (mut readiness, mut holds) = (readiness, holds);
+            let none: BTreeMap<String, DesiredState> = BTreeMap::new();
+            let previous = |n: &str| none.get(n);
+            let mut planned = plan_all(Input {
+                topology: &topology,
+                revision: 1,
+                epoch: 1,
+                readiness: &readiness,
+                holds: &holds,
+                previous: &previous,
+            });
+            for (revision, (changes, new_readiness, new_holds, pushed, epoch)) in
+                (2..).zip(steps)
+            {
+                for c in changes {
+                    change(&mut topology, c);
+                }
+                if let Some(r) = new_readiness {
+                    readiness = r;
+                }
+                if let Some(h) = new_holds {
+                    holds = h;
+                }
+                let told = if pushed { planned.states.clone() } else { BTreeMap::new() };
+                let previous = |n: &str| told.get(n);
+                let input = Input {
+                    topology: &topology,
+                    revision,
+                    epoch,
+                    readiness: &readiness,
+                    holds: &holds,
+                    previous: &previous,
+                };
+                let scratch = plan_all(input);
+                let changes = replan_changes(&planned, input);
+                for (name, state) in &scratch.states {
+                    prop_assert_eq!(changes.state(&planned, name).map(|s| &s.config), Some(&state.config), "{}", name);
+                }
+                planned = replan(planned, input);
+                prop_assert_eq!(&planned, &scratch);
+            }
+        }
+    }
+
+    /// A change of one real server's weight plans again the directors of
+    /// its service and nothing else.
+    #[test]
+    fn a_weight_change_replans_only_the_directors() {
+        let before = seed();
+        let mut after = seed();
+        after.services[0].real_servers[0].weight = Some(5);
+        let readiness = ready(&["rs1", "rs2"]);
+        let holds = Holds::new();
+        let previous = |_: &str| None;
+        let input = |t| Input {
+            topology: t,
+            revision: 8,
+            epoch: 2,
+            readiness: &readiness,
+            holds: &holds,
+            previous: &previous,
+        };
+        let planned = plan_all(input(&before));
+        let changes = replan_changes(&planned, input(&after));
+        assert!(!changes.whole);
+        assert_eq!(
+            changes.states.keys().collect::<Vec<_>>(),
+            vec!["ds1", "ds2"]
+        );
+        // Another forwarding method reaches its real servers too.
+        let mut moved = after.clone();
+        moved.services[0].forwarding = lb_proto::v1::Forwarding::Tun as i32;
+        let changes = replan_changes(&planned, input(&moved));
+        assert_eq!(
+            changes.states.keys().collect::<Vec<_>>(),
+            vec!["ds1", "ds2", "rs1", "rs2"]
+        );
+    }
+}

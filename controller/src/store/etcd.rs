@@ -36,6 +36,9 @@ use super::{
 /// Time to live of a replica's lease on its status keys.
 const STATUS_LEASE_TTL: i64 = 10;
 
+/// Status puts in one transaction.
+const STATUS_TXN_OPS: usize = 64;
+
 /// An etcd-backed store.
 #[derive(Clone)]
 pub struct EtcdStore {
@@ -253,50 +256,62 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self) -> Result<WatchStream, StoreError> {
+        // Three watches rather than one on the whole prefix: the history
+        // entry every commit writes and the status every replica shares each
+        // tick would otherwise come back to every replica, to be dropped.
         let topology_key = self.topology_key();
-        let readiness_prefix = self.readiness_prefix();
         let epoch_key = self.epoch_key();
-        let stream = self
-            .client
-            .watch_client()
-            .watch(
-                format!("{}/", self.prefix),
+        let readiness_prefix = self.readiness_prefix();
+        let mut watch = self.client.watch_client();
+        let mut streams = Vec::new();
+        for (key, options) in [
+            (topology_key.clone(), None),
+            (epoch_key.clone(), None),
+            (
+                readiness_prefix.clone(),
                 Some(WatchOptions::new().with_prefix()),
-            )
-            .await
-            .map_err(map_err)?;
-        let events = stream.flat_map(move |resp| {
-            let items: Vec<Result<StoreEvent, StoreError>> = match resp {
-                Err(e) => vec![Err(map_err(e))],
-                Ok(resp) if resp.canceled() => vec![Err(StoreError::Unavailable(format!(
-                    "watch canceled: {}",
-                    resp.cancel_reason()
-                )))],
-                Ok(resp) => resp
-                    .events()
-                    .iter()
-                    .filter(|ev| ev.event_type() == EventType::Put)
-                    .filter_map(|ev| {
-                        let kv = ev.kv()?;
-                        let key = String::from_utf8_lossy(kv.key()).to_string();
-                        if key == topology_key {
-                            Some(decode(&key, kv.value()).map(StoreEvent::Topology))
-                        } else if key == epoch_key {
-                            Some(decode(&key, kv.value()).map(StoreEvent::Epoch))
-                        } else {
-                            key.strip_prefix(&readiness_prefix).map(|node| {
-                                decode(&key, kv.value()).map(|vips| StoreEvent::Readiness {
-                                    node: node.to_string(),
-                                    vips,
+            ),
+        ] {
+            let stream = watch.watch(key, options).await.map_err(map_err)?;
+            let (topology_key, epoch_key, readiness_prefix) = (
+                topology_key.clone(),
+                epoch_key.clone(),
+                readiness_prefix.clone(),
+            );
+            let events = stream.flat_map(move |resp| {
+                let items: Vec<Result<StoreEvent, StoreError>> = match resp {
+                    Err(e) => vec![Err(map_err(e))],
+                    Ok(resp) if resp.canceled() => vec![Err(StoreError::Unavailable(format!(
+                        "watch canceled: {}",
+                        resp.cancel_reason()
+                    )))],
+                    Ok(resp) => resp
+                        .events()
+                        .iter()
+                        .filter(|ev| ev.event_type() == EventType::Put)
+                        .filter_map(|ev| {
+                            let kv = ev.kv()?;
+                            let key = String::from_utf8_lossy(kv.key()).to_string();
+                            if key == topology_key {
+                                Some(decode(&key, kv.value()).map(StoreEvent::Topology))
+                            } else if key == epoch_key {
+                                Some(decode(&key, kv.value()).map(StoreEvent::Epoch))
+                            } else {
+                                key.strip_prefix(&readiness_prefix).map(|node| {
+                                    decode(&key, kv.value()).map(|vips| StoreEvent::Readiness {
+                                        node: node.to_string(),
+                                        vips,
+                                    })
                                 })
-                            })
-                        }
-                    })
-                    .collect(),
-            };
-            futures::stream::iter(items)
-        });
-        Ok(events.boxed())
+                            }
+                        })
+                        .collect(),
+                };
+                futures::stream::iter(items)
+            });
+            streams.push(events.boxed());
+        }
+        Ok(futures::stream::select_all(streams).boxed())
     }
 
     fn kind(&self) -> &'static str {
@@ -325,6 +340,37 @@ impl Store for EtcdStore {
             None => {
                 kv.delete(key, None).await.map_err(map_err)?;
             }
+        }
+        Ok(())
+    }
+
+    async fn publish_statuses(
+        &self,
+        replica: &str,
+        statuses: &[NodeStatus],
+    ) -> Result<(), StoreError> {
+        if statuses.is_empty() {
+            return Ok(());
+        }
+        let lease = self.lease().await?;
+        // One transaction per chunk (etcd allows 128 operations in one by
+        // default), not one round trip and one log entry per agent.
+        for chunk in statuses.chunks(STATUS_TXN_OPS) {
+            let ops = chunk
+                .iter()
+                .map(|status| {
+                    Ok(TxnOp::put(
+                        format!("{}/status/{}/{replica}", self.prefix, status.node),
+                        encode(status)?,
+                        Some(etcd_client::PutOptions::new().with_lease(lease)),
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            self.client
+                .kv_client()
+                .txn(Txn::new().and_then(ops))
+                .await
+                .map_err(map_err)?;
         }
         Ok(())
     }

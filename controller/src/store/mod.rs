@@ -157,6 +157,20 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Shares the status of several nodes at once (see
+    /// [`Store::publish_status`]).
+    async fn publish_statuses(
+        &self,
+        replica: &str,
+        statuses: &[NodeStatus],
+    ) -> Result<(), StoreError> {
+        for status in statuses {
+            self.publish_status(replica, &status.node, Some(status))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Every status shared by any replica.
     async fn shared_status(&self) -> Result<Vec<NodeStatus>, StoreError> {
         Ok(Vec::new())
