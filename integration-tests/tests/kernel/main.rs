@@ -7,6 +7,9 @@
 //!
 //! One module per area; add yours as a `mod` line below.
 
+mod agents;
+mod director_dns_dr;
+mod dns_dr_lab;
 mod ipvs;
 mod realserver_tun;
 mod smoke_dr;

@@ -1,0 +1,126 @@
+//! Seed 000 end to end, run by lb alone (the lab of [`crate::dns_dr_lab`]):
+//! two `lb-agent director`s with VRRP, IPVS and DNS health checks, two real
+//! servers with `lb-agent realserver` and dnsmasq, a client asking the VIP.
+//!
+//! In: the topology of `examples/seed-000-dns-dr.yaml` on lab addresses, then
+//! a real server's DNS stopped and started, `ipvsadm -C` behind the agent's
+//! back, the master agent SIGKILLed and restarted, the master killed for good.
+//! Out: answers through the VIP from both real servers (wrr); the dead one
+//! leaves IPVS within fall x interval and comes back; the table repaired
+//! within the reconcile interval; the restart adopts the kernel (0 IPVS
+//! writes, no VRRP flap on ds2); the backup takes over and answers continue.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, ensure};
+use lb_lab::{scaled, wait_for, wait_for_ok};
+
+use crate::agents::RECONCILE_INTERVAL;
+use crate::dns_dr_lab::{
+    ADVERT_INTERVAL, CHECK_INTERVAL, DnsDrLab, FALL, INSTANCE, SERVICE, answered_by,
+};
+
+/// Queries per verdict: enough for wrr over two real servers to reach both.
+const QUERIES: usize = 6;
+
+#[test]
+fn seed000_dns_over_dr_end_to_end() -> Result<()> {
+    let mut lab = DnsDrLab::start("dns-dr")?;
+
+    // 1. Both real servers answer through the VIP.
+    answered_by(&lab.digs(QUERIES), &["rs1", "rs2"]).context("step 1: wrr through the VIP")?;
+
+    // 2. rs1's DNS stops: it leaves IPVS within fall x interval, rs2 answers
+    //    alone; it comes back once DNS answers again.
+    lab.stop_dns(0);
+    let fall = scaled(CHECK_INTERVAL * (FALL + 1) + Duration::from_secs(2));
+    lab.wait_in_ipvs(lab.ds(0), &["rs2"], fall)
+        .context("step 2: rs1 down")?;
+    ensure!(
+        lab.ds(0).health(SERVICE, "rs1").as_deref() == Some("HEALTH_STATE_DOWN"),
+        "step 2: rs1 out of IPVS but its health is {:?}",
+        lab.ds(0).health(SERVICE, "rs1")
+    );
+    answered_by(&lab.digs(QUERIES), &["rs2"]).context("step 2: rs1 down")?;
+    lab.start_dns(0)?;
+    lab.wait_in_ipvs(lab.ds(0), &["rs1", "rs2"], fall)
+        .context("step 2: rs1 back")?;
+    answered_by(&lab.digs(QUERIES), &["rs1", "rs2"]).context("step 2: rs1 back")?;
+
+    // 3. The table flushed behind the agent's back is repaired.
+    lab.ds(0).host().run_ok(["ipvsadm", "-C"])?;
+    lab.wait_in_ipvs(
+        lab.ds(0),
+        &["rs1", "rs2"],
+        scaled(RECONCILE_INTERVAL + Duration::from_secs(2)),
+    )
+    .context("step 3: ipvsadm -C not repaired")?;
+
+    // 4. SIGKILL and an immediate restart: the new agent adopts the kernel
+    //    as it is (no IPVS write) and ds2 never takes over.
+    let ds2_transitions = lab.ds(1).transitions(INSTANCE);
+    let restarted = SystemTime::now();
+    lab.directors[0].kill();
+    lab.directors[0].spawn()?;
+    let ds1 = &lab.directors[0];
+    let apply = wait_for_ok(
+        || match (ds1.last_apply_time(), ds1.last_apply()) {
+            (Some(t), Some(v)) if t >= restarted => Ok(v),
+            other => Err(format!("no new last-apply.json yet: {other:?}")),
+        },
+        scaled(Duration::from_secs(10)),
+    )
+    .with_context(|| format!("step 4: no apply after the restart\n{}", ds1.log()))?;
+    ensure!(
+        apply["ok"] == true && apply["operations"].as_u64() == Some(0),
+        "step 4: the restarted agent wrote to IPVS: last-apply.json {apply}\n{}",
+        ds1.log()
+    );
+    ds1.wait_vrrp(
+        INSTANCE,
+        "VRRP_STATE_MASTER",
+        scaled(Duration::from_secs(10)),
+    )?;
+    // ds2 stays BACKUP for a master down interval after ds1 is back: had it
+    // taken over, its transitions would have moved.
+    let watch = Instant::now();
+    let window = scaled(ADVERT_INTERVAL * 4);
+    while watch.elapsed() < window {
+        let state = lab.ds(1).vrrp_state(INSTANCE);
+        ensure!(
+            state.as_deref() == Some("VRRP_STATE_BACKUP"),
+            "step 4: ds2 is {state:?} after ds1's restart\n{}",
+            lab.ds(1).log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        lab.ds(1).transitions(INSTANCE) == ds2_transitions,
+        "step 4: ds2 changed state ({ds2_transitions:?} -> {:?} transitions)\n{}",
+        lab.ds(1).transitions(INSTANCE),
+        lab.ds(1).log()
+    );
+    answered_by(&lab.digs(QUERIES), &["rs1", "rs2"]).context("step 4: after the restart")?;
+
+    // 5. The master dies (agent killed, cable out): ds2 takes over and the
+    //    VIP keeps answering.
+    lab.directors[0].kill();
+    let ds1_host = lab.ds(0).host().clone();
+    lab.lab.set_cable(&ds1_host, "eth0", false)?;
+    let down = Instant::now();
+    lab.ds(1).wait_vrrp(
+        INSTANCE,
+        "VRRP_STATE_MASTER",
+        scaled(ADVERT_INTERVAL * 4 + Duration::from_secs(2)),
+    )?;
+    let took_over = down.elapsed();
+    ensure!(
+        lab.ds(1).host().has_addr(crate::dns_dr_lab::VIP)?,
+        "step 5: ds2 is MASTER without the VIP"
+    );
+    wait_for(|| lab.dig().is_ok(), scaled(Duration::from_secs(5)))
+        .context("step 5: no answer through the VIP after the takeover")?;
+    answered_by(&lab.digs(QUERIES), &["rs1", "rs2"]).context("step 5: through ds2")?;
+    eprintln!("step 5: ds2 MASTER {took_over:?} after ds1 went away");
+    Ok(())
+}
