@@ -1,10 +1,10 @@
 //! `lb-agent`: parses flags, sets up logging, runs the chosen role.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lb_proto::v1::NodeRole;
 
 /// The lb agent: runs on each director or real server.
 #[derive(Parser, Debug)]
@@ -19,14 +19,34 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Role {
-    /// Run on a director: VRRP for the VIPs (IPVS and health checks join with the director assembly).
+    /// Run on a director: VRRP for the VIPs, IPVS for the services, health
+    /// checks of the real servers, and the agent API.
     Director {
         /// Configuration file (a DirectorConfig or a whole topology, in YAML).
-        #[arg(long, short)]
-        config: PathBuf,
+        /// SIGHUP reads it again and applies the difference.
+        #[arg(long, short, required_unless_present = "controller")]
+        config: Option<PathBuf>,
         /// This node's name in the topology.
         #[arg(long)]
         node: Option<String>,
+        /// Controller URLs (http://host:port), comma-separated or repeated:
+        /// the configuration comes from the controller, and the last good
+        /// one stored runs while it cannot be reached.
+        #[arg(long, value_delimiter = ',', conflicts_with = "config", requires = "node")]
+        controller: Vec<String>,
+        /// State directory (last good configuration, owned IPVS services,
+        /// status); default the configuration's `settings.stateDir`, else
+        /// /var/lib/lb-agent.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Address of the agent's gRPC API (lb.v1.AgentService, health,
+        /// reflection), e.g. 127.0.0.1:50061.
+        #[arg(long)]
+        api: Option<SocketAddr>,
+        /// Address of the Prometheus metrics endpoint (/metrics), e.g.
+        /// 127.0.0.1:9361.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
         /// Check the configuration and exit.
         #[arg(long)]
         check: bool,
@@ -49,91 +69,37 @@ fn main() -> anyhow::Result<()> {
     match cli.role {
         Role::Director {
             config,
-            check,
             node,
+            controller,
+            state_dir,
+            api,
+            metrics,
+            check,
         } => {
-            let cfg = lb_agent::config::load_director(&config)?;
-            tracing::info!(
-                groups = cfg.director_groups.len(),
-                services = cfg.services.len(),
-                "configuration read"
-            );
-            let node = node.unwrap_or_else(|| cfg.node.clone());
-            if check && node.is_empty() {
-                // No node given: check the VRRP settings of every director.
-                for n in cfg
-                    .nodes
-                    .iter()
-                    .filter(|n| n.role == NodeRole::Director as i32)
-                {
-                    let planned = lb_agent::vrrp::config::plan(&cfg, &n.name)?;
-                    lb_agent::vrrp::config::sync_groups(&cfg, &planned)?;
-                }
-                return Ok(());
-            }
-            anyhow::ensure!(
-                !node.is_empty(),
-                "{}: no node name: set `node` in the file or pass --node",
-                config.display()
-            );
-            let planned = lb_agent::vrrp::config::plan(&cfg, &node)?;
-            let sync_groups = lb_agent::vrrp::config::sync_groups(&cfg, &planned)?;
+            let options = lb_agent::director::daemon::Options {
+                config,
+                controller,
+                node,
+                state_dir,
+                api,
+                metrics,
+            };
             if check {
-                return Ok(());
-            }
-            // For now the director runs VRRP only; IPVS and checks join later.
-            // A tracked service's quorum comes from the health checks: refuse
-            // it rather than run with a failover trigger that never fires.
-            if let Some(p) = planned.iter().find(|p| !p.track_services.is_empty()) {
-                let services: Vec<&str> =
-                    p.track_services.iter().map(|(s, _)| s.as_str()).collect();
-                anyhow::bail!(
-                    "instance {}: trackServices ({}) needs the health checks, which this \
-                     director does not run yet: leave trackServices out for now",
-                    p.instance.name,
-                    services.join(", ")
-                );
+                return Ok(lb_agent::director::daemon::check(&options)?);
             }
             // One thread: VRRP wakes often and briefly, and a single thread
-            // keeps its wake-ups cheap on a loaded machine.
+            // keeps its wake-ups cheap on a loaded machine; IPVS runs on a
+            // thread of its own.
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(run_vrrp(planned, sync_groups))
+                .block_on(async move {
+                    let signals = lb_agent::director::daemon::Signals::install()?;
+                    Ok(lb_agent::director::daemon::run(options, signals).await?)
+                })
         }
         Role::Realserver { config, check } => realserver(&config, check),
     }
-}
-
-/// Runs the VRRP instances until SIGTERM or SIGINT, then stops them cleanly
-/// (priority 0, VIPs removed).
-async fn run_vrrp(
-    planned: Vec<lb_agent::vrrp::config::Planned>,
-    sync_groups: Vec<Vec<usize>>,
-) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::info!("stopping");
-        let _ = shutdown_tx.send(true);
-    });
-    let (events_tx, _) = tokio::sync::broadcast::channel(256);
-    lb_agent::vrrp::run(
-        planned,
-        &sync_groups,
-        std::sync::Arc::new(lb_agent::netif::Rtnl::connect()?),
-        &Default::default(),
-        events_tx,
-        shutdown_rx,
-    )
-    .await?;
-    Ok(())
 }
 
 fn init_tracing(format: &str) {

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lb_controller::agent_client::{self, Applier, ClientConfig};
+use lb_agent::sync::{self as agent_client, Applier, ClientConfig};
 use lb_controller::controller::{Controller, ControllerConfig};
 use lb_controller::store::etcd::EtcdStore;
 use lb_proto::v1::controller_service_client::ControllerServiceClient;

@@ -11,11 +11,10 @@
 //!   readiness gate and the per-node diff (pure);
 //! - [`fleet`]: the agents, their status and the push;
 //! - [`controller`]: the operations and the background tasks;
-//! - [`sync`], [`api`], [`server`]: the gRPC services and the server;
-//! - [`agent_client`]: the agent's side of `AgentSync`, for the agents' link to
-//!   the controller (still to come in `lb-agent`).
+//! - [`sync`], [`api`], [`server`]: the gRPC services and the server.
+//!
+//! The agent's side of `AgentSync` is `lb_agent::sync`.
 
-pub mod agent_client;
 pub mod api;
 pub mod change;
 pub mod controller;

@@ -33,6 +33,12 @@ impl Director {
             self.config.to_str().context("config path")?,
             "--node",
             &self.name,
+            "--state-dir",
+            self.host
+                .lab_dir()
+                .join(format!("state-{}", self.name))
+                .to_str()
+                .context("state path")?,
         ])?;
         self.agent = Some(proc);
         Ok(())

@@ -107,6 +107,10 @@ directorGroups:
                 config.to_str().context("path")?,
                 "--node",
                 &r.name,
+                "--state-dir",
+                dir.join(format!("state-{}", r.name))
+                    .to_str()
+                    .context("path")?,
             ])?
         }
         Impl::Keepalived => {

@@ -94,6 +94,12 @@ directorGroups:
         config.to_str().context("config path")?,
         "--node",
         "agent",
+        "--state-dir",
+        p.agent_host
+            .lab_dir()
+            .join("state-agent")
+            .to_str()
+            .context("state path")?,
     ])?)
 }
 

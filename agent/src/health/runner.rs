@@ -18,10 +18,12 @@
 //!   is a tokio task, never a thread.
 //! - A new configuration keeps the state (health, counters, schedule) of
 //!   every real server whose check did not change.
+//! - Every attempt's result and latency go to an optional
+//!   [`AttemptObserver`] (the metrics), from the attempt's task.
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap, HashMap},
+    collections::{BTreeMap, BinaryHeap, HashMap, HashSet},
     hash::{Hash, Hasher},
     net::SocketAddr,
     sync::Arc,
@@ -135,7 +137,11 @@ pub struct RunnerStats {
 }
 
 enum Command {
-    Apply(Vec<(ServiceSpec, Vec<Checker>)>, oneshot::Sender<()>),
+    Apply(
+        Vec<(ServiceSpec, Vec<Checker>)>,
+        HashSet<(String, SocketAddr)>,
+        oneshot::Sender<()>,
+    ),
 }
 
 /// Talks to the runner task.
@@ -149,7 +155,7 @@ pub struct HealthHandle {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Apply(s, _) => write!(f, "Apply({} services)", s.len()),
+            Command::Apply(s, _, _) => write!(f, "Apply({} services)", s.len()),
         }
     }
 }
@@ -158,6 +164,18 @@ impl HealthHandle {
     /// Replaces the services checked. Builds every checker first: on error
     /// nothing changes.
     pub async fn apply(&self, services: Vec<ServiceSpec>) -> Result<(), ApplyError> {
+        self.apply_assuming(services, HashSet::new()).await
+    }
+
+    /// As [`apply`](Self::apply), but new checks of the real servers in
+    /// `assumed_up` (service, address) start up whatever their start state:
+    /// a restarted director adopts the destinations it finds in the kernel
+    /// instead of pulling them until their first check passes.
+    pub async fn apply_assuming(
+        &self,
+        services: Vec<ServiceSpec>,
+        assumed_up: HashSet<(String, SocketAddr)>,
+    ) -> Result<(), ApplyError> {
         let mut built = Vec::with_capacity(services.len());
         for s in services {
             let mut seen = std::collections::HashSet::new();
@@ -181,7 +199,7 @@ impl HealthHandle {
         }
         let (done_tx, done_rx) = oneshot::channel();
         self.cmd_tx
-            .send(Command::Apply(built, done_tx))
+            .send(Command::Apply(built, assumed_up, done_tx))
             .await
             .map_err(|_| ApplyError::Stopped)?;
         done_rx.await.map_err(|_| ApplyError::Stopped)
@@ -198,12 +216,27 @@ impl HealthHandle {
     }
 }
 
+/// Called after every check attempt with the service, the real server's
+/// name, whether the attempt found it up, and how long the check took (from
+/// the start of the check to its result, the wait for a permit left out).
+/// It runs in the attempt's task: it must be quick and must not block.
+pub type AttemptObserver = Arc<dyn Fn(&str, &str, bool, Duration) + Send + Sync>;
+
 /// Starts the runner. Events go to `event_tx`, which the caller must drain
 /// (a full channel holds the runner back). The task ends when every handle
 /// is dropped.
 pub fn spawn(
     settings: RunnerSettings,
     event_tx: mpsc::Sender<HealthEvent>,
+) -> (HealthHandle, JoinHandle<()>) {
+    spawn_with_observer(settings, event_tx, None)
+}
+
+/// [`spawn`], with `observer` told of every attempt (for metrics).
+pub fn spawn_with_observer(
+    settings: RunnerSettings,
+    event_tx: mpsc::Sender<HealthEvent>,
+    observer: Option<AttemptObserver>,
 ) -> (HealthHandle, JoinHandle<()>) {
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
     let (quorum_tx, quorum_rx) = watch::channel(BTreeMap::new());
@@ -223,6 +256,7 @@ pub fn spawn(
         stats_tx,
         stats: RunnerStats::default(),
         result_tx,
+        observer,
     };
     let task = tokio::spawn(runner.run(cmd_rx, result_rx));
     (
@@ -270,6 +304,7 @@ struct Runner {
     stats_tx: watch::Sender<RunnerStats>,
     stats: RunnerStats,
     result_tx: mpsc::UnboundedSender<AttemptDone>,
+    observer: Option<AttemptObserver>,
 }
 
 fn seed_for(seed: u64, service: &str, addr: SocketAddr) -> u64 {
@@ -301,8 +336,8 @@ impl Runner {
             };
             tokio::select! {
                 cmd = cmd_rx.recv() => match cmd {
-                    Some(Command::Apply(services, done)) => {
-                        self.apply(services, Instant::now()).await;
+                    Some(Command::Apply(services, assumed_up, done)) => {
+                        self.apply(services, &assumed_up, Instant::now()).await;
                         let _ = done.send(());
                     }
                     None => return,
@@ -365,7 +400,12 @@ impl Runner {
         }
     }
 
-    async fn apply(&mut self, services: Vec<(ServiceSpec, Vec<Checker>)>, now: Instant) {
+    async fn apply(
+        &mut self,
+        services: Vec<(ServiceSpec, Vec<Checker>)>,
+        assumed_up: &HashSet<(String, SocketAddr)>,
+        now: Instant,
+    ) {
         // Which checks stay, which are new.
         let mut keep: HashMap<(String, SocketAddr), CheckId> = HashMap::new();
         let mut fresh: Vec<(String, RealServerSpec, Checker, ExecEnv)> = vec![];
@@ -399,7 +439,8 @@ impl Runner {
         let n = fresh.len();
         for (i, (service, rs, checker, env)) in fresh.into_iter().enumerate() {
             let mut timing = rs.check.timing;
-            if rs.check.kind == CheckKind::None {
+            if rs.check.kind == CheckKind::None || assumed_up.contains(&(service.clone(), rs.addr))
+            {
                 timing.start_state = Health::Up;
             }
             let phase = spread(i, n, timing.interval);
@@ -491,12 +532,22 @@ impl Runner {
             let (checker, probe) = (e.checker.clone(), e.probe);
             let interval = e.state.timing().interval;
             let (semaphore, result_tx) = (self.semaphore.clone(), self.result_tx.clone());
+            // The names are copied only when someone listens.
+            let observer = self
+                .observer
+                .clone()
+                .map(|o| (o, e.service.clone(), e.spec.name.clone()));
             tokio::spawn(async move {
                 let Ok(_permit) = semaphore.acquire_owned().await else {
                     return;
                 };
-                let lag = Instant::now().saturating_duration_since(at);
+                let started = Instant::now();
+                let lag = started.saturating_duration_since(at);
                 let result = checker.check(probe).await;
+                if let Some((observer, service, real_server)) = observer {
+                    let up = matches!(result, CheckResult::Up { .. });
+                    observer(&service, &real_server, up, started.elapsed());
+                }
                 let _ = result_tx.send(AttemptDone {
                     id,
                     result,

@@ -16,7 +16,9 @@ use super::{
         ServiceSpec, SorrySpec, Timing,
     },
     outcome::Failure,
-    runner::{HealthEvent, HealthHandle, RunnerSettings, spawn},
+    runner::{
+        AttemptObserver, HealthEvent, HealthHandle, RunnerSettings, spawn, spawn_with_observer,
+    },
     service::{DestinationChange, ServiceAction, Target},
     state::Transition,
     test_servers::{LOCAL, http_server},
@@ -166,6 +168,73 @@ async fn rise_and_fall_counted_exactly_against_a_server() {
     let (_, t, _) = next_transition(&mut rx).await;
     assert_eq!(t, Transition::Up { weight: None });
     assert_eq!(srv.hits.load(Ordering::SeqCst) - before, 3);
+}
+
+/// One observed attempt: service, real server, up, latency.
+type Observed = (String, String, bool, Duration);
+
+// In: an HTTP real server that answers after 20 ms, rise 3, fall 2, interval
+// 100 ms, and an observer; the server answers 200, then 503.
+// Out: when the up transition arrives the observer has seen exactly the 3
+// attempts the server answered, all up, named "web" and the real server, each
+// between the server's 20 ms delay and the 300 ms timeout; when the down
+// transition arrives, exactly 2 more, down.
+#[tokio::test]
+async fn observer_sees_every_attempt_with_its_latency() {
+    let srv = http_server(false).await;
+    srv.reply.lock().unwrap().delay = 20 * MS;
+    let seen: Arc<Mutex<Vec<Observed>>> = Arc::default();
+    let observer: AttemptObserver = {
+        let seen = seen.clone();
+        Arc::new(move |service: &str, real_server: &str, up, latency| {
+            seen.lock()
+                .unwrap()
+                .push((service.into(), real_server.into(), up, latency));
+        })
+    };
+    let (tx, mut rx) = mpsc::channel(1024);
+    let (h, _task) = spawn_with_observer(
+        RunnerSettings {
+            max_concurrent: 64,
+            seed: 7,
+        },
+        tx,
+        Some(observer),
+    );
+    h.apply(vec![service(
+        "web",
+        vec![rs(srv.addr, 5, http_check(timing(100, 3, 2)))],
+    )])
+    .await
+    .unwrap();
+
+    let (_, t, _) = next_transition(&mut rx).await;
+    assert_eq!(t, Transition::Up { weight: None });
+    let check = |seen: &[Observed], up: bool| {
+        for (service, real_server, was_up, latency) in seen {
+            assert_eq!(
+                (service.as_str(), real_server.clone(), *was_up),
+                ("web", srv.addr.to_string(), up)
+            );
+            assert!(
+                (20 * MS..300 * MS).contains(latency),
+                "latency {latency:?} is not within 20..300 ms"
+            );
+        }
+    };
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(srv.hits.load(Ordering::SeqCst), 3);
+        check(&seen, true);
+    }
+
+    srv.reply.lock().unwrap().status = 503;
+    let (_, t, _) = next_transition(&mut rx).await;
+    assert!(matches!(t, Transition::Down { .. }), "{t:?}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    check(&seen[3..], false);
 }
 
 // In: two real servers, one up and one refused, a sorry server and quorum 2;

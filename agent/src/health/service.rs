@@ -23,7 +23,7 @@ use super::{
 };
 
 /// A destination of the service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Target {
     /// A real server.
     Real(SocketAddr),

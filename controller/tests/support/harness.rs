@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lb_controller::agent_client::{self, Applier, ClientConfig};
+use lb_agent::sync::{self as agent_client, Applier, ClientConfig};
 use lb_controller::controller::{Controller, ControllerConfig};
 use lb_controller::store::Store;
 use lb_proto::v1::controller_service_client::ControllerServiceClient;

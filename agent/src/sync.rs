@@ -1,5 +1,6 @@
-//! The agent's side of `AgentSync`, for the agents' link to the controller
-//! (`lb-agent --controller`, still to come).
+//! The agent's side of `AgentSync`: the link of `lb-agent --controller` to
+//! the controller (also used by the controller's tests and benchmarks as
+//! fake agents speaking the real protocol).
 //!
 //! ```text
 //!   controller URLs (round robin, backoff) ──► stream
