@@ -17,7 +17,7 @@ use lb_lab::{scaled, wait_for, wait_for_ok};
 
 use crate::agents::RECONCILE_INTERVAL;
 use crate::dns_dr_lab::{
-    ADVERT_INTERVAL, CHECK_INTERVAL, DnsDrLab, FALL, INSTANCE, SERVICE, answered_by,
+    CHECK_INTERVAL, DnsDrLab, FALL, INSTANCE, SERVICE, advert_interval, answered_by,
 };
 
 /// Queries per verdict: enough for wrr over two real servers to reach both.
@@ -60,6 +60,7 @@ fn seed000_dns_over_dr_end_to_end() -> Result<()> {
     //    as it is (no IPVS write) and ds2 never takes over.
     let ds2_transitions = lab.ds(1).transitions(INSTANCE);
     let restarted = SystemTime::now();
+    let killed = Instant::now();
     lab.directors[0].kill();
     lab.directors[0].spawn()?;
     let ds1 = &lab.directors[0];
@@ -81,24 +82,31 @@ fn seed000_dns_over_dr_end_to_end() -> Result<()> {
         "VRRP_STATE_MASTER",
         scaled(Duration::from_secs(10)),
     )?;
+    eprintln!(
+        "step 4: ds1 MASTER again {:?} after SIGKILL (advert interval {:?})",
+        killed.elapsed(),
+        advert_interval()
+    );
     // ds2 stays BACKUP for a master down interval after ds1 is back: had it
     // taken over, its transitions would have moved.
     let watch = Instant::now();
-    let window = scaled(ADVERT_INTERVAL * 4);
+    let window = advert_interval();
     while watch.elapsed() < window {
         let state = lab.ds(1).vrrp_state(INSTANCE);
         ensure!(
             state.as_deref() == Some("VRRP_STATE_BACKUP"),
-            "step 4: ds2 is {state:?} after ds1's restart\n{}",
-            lab.ds(1).log()
+            "step 4: ds2 is {state:?} after ds1's restart\n{}\nds1:\n{}",
+            lab.ds(1).log(),
+            lab.ds(0).log()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     ensure!(
         lab.ds(1).transitions(INSTANCE) == ds2_transitions,
-        "step 4: ds2 changed state ({ds2_transitions:?} -> {:?} transitions)\n{}",
+        "step 4: ds2 changed state ({ds2_transitions:?} -> {:?} transitions)\n{}\nds1:\n{}",
         lab.ds(1).transitions(INSTANCE),
-        lab.ds(1).log()
+        lab.ds(1).log(),
+        lab.ds(0).log()
     );
     answered_by(&lab.digs(QUERIES), &["rs1", "rs2"]).context("step 4: after the restart")?;
 
@@ -111,7 +119,7 @@ fn seed000_dns_over_dr_end_to_end() -> Result<()> {
     lab.ds(1).wait_vrrp(
         INSTANCE,
         "VRRP_STATE_MASTER",
-        scaled(ADVERT_INTERVAL * 4 + Duration::from_secs(2)),
+        advert_interval() * 4 + scaled(Duration::from_secs(2)),
     )?;
     let took_over = down.elapsed();
     ensure!(

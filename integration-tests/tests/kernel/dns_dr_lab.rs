@@ -34,8 +34,13 @@ pub const NAME: &str = "www.abc.local";
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Failed checks before a real server goes down.
 pub const FALL: u32 = 2;
-/// VRRP advertisement interval (seed 000's own).
-pub const ADVERT_INTERVAL: Duration = Duration::from_secs(1);
+/// VRRP advertisement interval: seed 000's own (1 s), stretched like every
+/// other time limit under emulation (to 10 s at most), where starting an
+/// agent alone can take longer than a 1 s interval's master down interval.
+pub fn advert_interval() -> Duration {
+    let secs = scaled(Duration::from_secs(1)).as_secs().clamp(1, 10);
+    Duration::from_secs(secs)
+}
 
 /// The real servers: name, address, what their dnsmasq answers.
 pub const REAL_SERVERS: [(&str, &str, &str); 2] = [
@@ -84,6 +89,10 @@ pub fn topology() -> Result<Value> {
     check["timeout"] = Value::from("1s");
     check["fall"] = Value::from(FALL);
     check["rise"] = Value::from(1);
+    let vrrp = t
+        .pointer_mut("/directorGroups/0/vrrp")
+        .context("seed 000 has no VRRP")?;
+    vrrp["advertInterval"] = Value::from(format!("{}s", advert_interval().as_secs()));
     Ok(t)
 }
 
@@ -169,7 +178,7 @@ impl DnsDrLab {
     /// One `dig @VIP www.abc.local` from the client.
     pub fn dig(&self) -> Answer {
         // dig's own limit is wall-clock seconds; emulation stretches it.
-        let secs = scaled(Duration::from_millis(200)).as_secs().max(1);
+        let secs = scaled(Duration::from_millis(300)).as_secs().max(1);
         let out = self
             .client
             .command([
@@ -180,7 +189,8 @@ impl DnsDrLab {
                 &format!("@{VIP}"),
                 NAME,
             ])
-            .timeout(Duration::from_secs(secs + 10))
+            // Starting dig itself is slow under emulation on a busy machine.
+            .timeout(scaled(Duration::from_secs(secs + 5)))
             .run()
             .map_err(|e| e.to_string())?;
         let text = out.stdout.trim().to_string();
