@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, ensure};
-use lb_lab::{Host, Proc, bin_path, scaled, wait_for};
+use lb_lab::{Host, Proc, bin_path, scaled, wait_for, wait_for_ok};
 use lb_proto::v1::DirectorConfig;
 use serde_json::Value;
 
@@ -109,27 +109,43 @@ impl Director {
     /// Writes `topology` (plus the state dir and reconcile interval) for
     /// `host` and starts the agent with `--node <host name>`.
     pub fn start(host: &Host, topology: &Value) -> Result<Director> {
-        let state = host.lab_dir().join(format!("state-{}", host.name()));
+        let mut d = Director {
+            host: host.clone(),
+            cfg: host
+                .lab_dir()
+                .join(format!("director-{}.yaml", host.name())),
+            state: host.lab_dir().join(format!("state-{}", host.name())),
+            proc: None,
+        };
+        d.write_config(topology)?;
+        d.spawn()?;
+        Ok(d)
+    }
+
+    /// Writes `topology` to the agent's file and sends SIGHUP: the agent
+    /// reads it again and applies the difference.
+    pub fn reload(&mut self, topology: &Value) -> Result<()> {
+        self.write_config(topology)?;
+        let p = self.proc.as_mut().context("the agent is not running")?;
+        p.check_running()?;
+        p.signal(nix::sys::signal::Signal::SIGHUP);
+        Ok(())
+    }
+
+    fn write_config(&self, topology: &Value) -> Result<()> {
         let mut topology = topology.clone();
         topology["settings"] = serde_json::json!({
-            "stateDir": state.display().to_string(),
+            "stateDir": self.state.display().to_string(),
             "reconcileInterval": format!("{}s", RECONCILE_INTERVAL.as_secs()),
         });
         // What the agent reads must be a valid DirectorConfig.
-        let cfg: DirectorConfig = serde_json::from_value(topology.clone())
-            .context("the lab topology is not a DirectorConfig")?;
-        let path = host
-            .lab_dir()
-            .join(format!("director-{}.yaml", host.name()));
-        std::fs::write(&path, lb_proto::yaml::to_string(&cfg)?)?;
-        let mut d = Director {
-            host: host.clone(),
-            cfg: path,
-            state,
-            proc: None,
-        };
-        d.spawn()?;
-        Ok(d)
+        let cfg: DirectorConfig =
+            serde_json::from_value(topology).context("the lab topology is not a DirectorConfig")?;
+        // Written whole and renamed: a reload never reads half a file.
+        let tmp = self.cfg.with_extension("yaml.new");
+        std::fs::write(&tmp, lb_proto::yaml::to_string(&cfg)?)?;
+        std::fs::rename(&tmp, &self.cfg)?;
+        Ok(())
     }
 
     /// The host it runs on.
@@ -171,6 +187,11 @@ impl Director {
         }
     }
 
+    /// Its process id, while started.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
     /// Its log (this run's), for failure messages.
     pub fn log(&self) -> String {
         self.proc.as_ref().map(Proc::log).unwrap_or_default()
@@ -191,11 +212,27 @@ impl Director {
         self.read_json("last-apply.json")
     }
 
-    /// When `last-apply.json` was last written.
-    pub fn last_apply_time(&self) -> Option<SystemTime> {
-        std::fs::metadata(self.state.join("last-apply.json"))
+    /// What `last-apply.json` says now, to tell a later apply from it.
+    pub fn apply_mark(&self) -> ApplyMark {
+        let modified = std::fs::metadata(self.state.join("last-apply.json"))
             .and_then(|m| m.modified())
-            .ok()
+            .ok();
+        ApplyMark(modified, self.last_apply())
+    }
+
+    /// Waits for an apply reported after `mark` and returns it.
+    pub fn wait_apply(&self, mark: &ApplyMark, timeout: Duration) -> Result<Value> {
+        wait_for_ok(
+            || {
+                let now = self.apply_mark();
+                match now {
+                    ApplyMark(_, Some(v)) if now != *mark => Ok(v),
+                    _ => Err(format!("no apply after {mark:?} yet")),
+                }
+            },
+            timeout,
+        )
+        .with_context(|| format!("{}: no new apply\n{}", self.host.name(), self.log()))
     }
 
     /// The reported VRRP state of `instance` (`VRRP_STATE_MASTER`, ...).
@@ -254,6 +291,10 @@ impl Director {
         })
     }
 }
+
+/// The time and content of `last-apply.json` at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplyMark(Option<SystemTime>, Option<Value>);
 
 /// Starts `lb-agent realserver` on `host` holding `vips` (a YAML list) and
 /// waits until every VIP is ready.

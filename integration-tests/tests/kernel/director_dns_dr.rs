@@ -4,20 +4,23 @@
 //!
 //! In: the topology of `examples/seed-000-dns-dr.yaml` on lab addresses, then
 //! a real server's DNS stopped and started, `ipvsadm -C` behind the agent's
-//! back, the master agent SIGKILLed and restarted, the master killed for good.
+//! back, a weight changed by SIGHUP, the master agent SIGKILLed and
+//! restarted, the master killed for good.
 //! Out: answers through the VIP from both real servers (wrr); the dead one
 //! leaves IPVS within fall x interval and comes back; the table repaired
-//! within the reconcile interval; the restart adopts the kernel (0 IPVS
-//! writes, no VRRP flap on ds2); the backup takes over and answers continue.
+//! within the reconcile interval; the new weight in one IPVS write; the
+//! restart adopts the kernel (0 IPVS writes, no VRRP flap on ds2); the backup
+//! takes over and answers continue.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use lb_lab::{scaled, wait_for, wait_for_ok};
+use lb_lab::{scaled, wait_for};
 
-use crate::agents::RECONCILE_INTERVAL;
+use crate::agents::{RECONCILE_INTERVAL, ipvs_dests};
 use crate::dns_dr_lab::{
-    CHECK_INTERVAL, DnsDrLab, FALL, INSTANCE, SERVICE, advert_interval, answered_by,
+    CHECK_INTERVAL, DnsDrLab, FALL, INSTANCE, IPVS_SERVICE, SERVICE, advert_interval, answered_by,
+    topology,
 };
 
 /// Queries per verdict: enough for wrr over two real servers to reach both.
@@ -56,22 +59,44 @@ fn seed000_dns_over_dr_end_to_end() -> Result<()> {
     )
     .context("step 3: ipvsadm -C not repaired")?;
 
+    // 3b. SIGHUP after a weight changed in the file: that one change, as
+    //     one IPVS write.
+    let mut t = topology()?;
+    t["services"][0]["realServers"][1]["weight"] = 2.into();
+    let mark = lab.ds(0).apply_mark();
+    lab.directors[0].reload(&t)?;
+    let apply = lab
+        .ds(0)
+        .wait_apply(&mark, scaled(Duration::from_secs(10)))
+        .context("step 3b: SIGHUP")?;
+    ensure!(
+        apply["ok"] == true && apply["operations"].as_u64() == Some(1),
+        "step 3b: a weight change by SIGHUP: last-apply.json {apply}"
+    );
+    let rs2_weight = || {
+        ipvs_dests(lab.ds(0).host(), IPVS_SERVICE.0, IPVS_SERVICE.1)
+            .ok()
+            .flatten()
+            .and_then(|d| d.into_iter().find(|(a, _)| a == "10.0.0.12:53"))
+            .map(|(_, w)| w)
+    };
+    ensure!(
+        rs2_weight() == Some(2),
+        "step 3b: rs2's weight in IPVS is {:?}",
+        rs2_weight()
+    );
+
     // 4. SIGKILL and an immediate restart: the new agent adopts the kernel
     //    as it is (no IPVS write) and ds2 never takes over.
     let ds2_transitions = lab.ds(1).transitions(INSTANCE);
-    let restarted = SystemTime::now();
+    let mark = lab.ds(0).apply_mark();
     let killed = Instant::now();
     lab.directors[0].kill();
     lab.directors[0].spawn()?;
     let ds1 = &lab.directors[0];
-    let apply = wait_for_ok(
-        || match (ds1.last_apply_time(), ds1.last_apply()) {
-            (Some(t), Some(v)) if t >= restarted => Ok(v),
-            other => Err(format!("no new last-apply.json yet: {other:?}")),
-        },
-        scaled(Duration::from_secs(10)),
-    )
-    .with_context(|| format!("step 4: no apply after the restart\n{}", ds1.log()))?;
+    let apply = ds1
+        .wait_apply(&mark, scaled(Duration::from_secs(10)))
+        .context("step 4: no apply after the restart")?;
     ensure!(
         apply["ok"] == true && apply["operations"].as_u64() == Some(0),
         "step 4: the restarted agent wrote to IPVS: last-apply.json {apply}\n{}",

@@ -8,6 +8,7 @@
 //! One module per area; add yours as a `mod` line below.
 
 mod agents;
+mod demo;
 mod director_dns_dr;
 mod dns_dr_lab;
 mod ipvs;
