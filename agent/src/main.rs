@@ -32,7 +32,12 @@ enum Role {
         /// Controller URLs (http://host:port), comma-separated or repeated:
         /// the configuration comes from the controller, and the last good
         /// one stored runs while it cannot be reached.
-        #[arg(long, value_delimiter = ',', conflicts_with = "config", requires = "node")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            conflicts_with = "config",
+            requires = "node"
+        )]
         controller: Vec<String>,
         /// State directory (last good configuration, owned IPVS services,
         /// status); default the configuration's `settings.stateDir`, else

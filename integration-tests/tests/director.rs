@@ -452,3 +452,118 @@ fn controller_pushes_and_the_director_keeps_its_last_good() -> Result<()> {
     );
     Ok(())
 }
+
+/// Runs `f` on a fresh tokio runtime inside `host`'s network namespace, so
+/// its sockets reach the lab's addresses.
+fn in_lab<T: Send>(
+    host: &Host,
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>> + Send,
+) -> Result<T> {
+    host.in_netns(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(f())
+    })?
+}
+
+/// In: ds1 and ds2 with the agent API and metrics on their lab addresses;
+/// over gRPC (a real tonic client inside ds1's namespace) GetState, then
+/// Failover(release, hold 2 s) of VI_1, then a scrape of /metrics. Out:
+/// GetState lists VI_1 as master; the release answers a non-master state,
+/// ds2 takes VI_1, and after the hold ds1 takes it back (preempt); an
+/// unknown instance is NOT_FOUND naming it; the scrape shows the
+/// transitions and the health check results.
+#[test]
+fn agent_api_forces_a_failover_and_metrics_count_it() -> Result<()> {
+    use lb_proto::v1::agent_service_client::AgentServiceClient;
+    use lb_proto::v1::{FailoverRequest, GetStateRequest, failover_request::Action};
+
+    let mut s = setup("dir-api")?;
+    let config = s.config.clone();
+    for (i, d) in s.ds.iter_mut().enumerate() {
+        let bin = bin_path("lb-agent");
+        let (api, metrics) = (
+            format!("10.32.0.{}:50061", i + 1),
+            format!("10.32.0.{}:9361", i + 1),
+        );
+        d.agent = Some(d.host.spawn([
+            bin.to_str().context("path")?,
+            "director",
+            "--config",
+            config.to_str().context("path")?,
+            "--node",
+            &d.name,
+            "--state-dir",
+            d.state_dir().to_str().context("path")?,
+            "--api",
+            &api,
+            "--metrics",
+            &metrics,
+        ])?);
+    }
+    let (ds1, ds2) = (&s.ds[0], &s.ds[1]);
+    wait_state(ds1, "VI_1", "VRRP_STATE_MASTER", Duration::from_secs(10))?;
+    wait_state(ds2, "VI_1", "VRRP_STATE_BACKUP", Duration::from_secs(10))?;
+
+    let (state, released, missing) = in_lab(&ds1.host, || {
+        Box::pin(async {
+            let mut c = AgentServiceClient::connect("http://10.32.0.1:50061").await?;
+            let state = c.get_state(GetStateRequest {}).await?.into_inner();
+            let released = c
+                .failover(FailoverRequest {
+                    instance: "VI_1".into(),
+                    action: Action::Release as i32,
+                    hold: Some(lb_proto::duration::Duration::from_std(Duration::from_secs(
+                        2,
+                    ))),
+                })
+                .await?
+                .into_inner();
+            let missing = c
+                .failover(FailoverRequest {
+                    instance: "VI_9".into(),
+                    action: Action::Release as i32,
+                    hold: None,
+                })
+                .await
+                .unwrap_err();
+            Ok((state, released, missing))
+        })
+    })?;
+    let vi1 = state
+        .vrrp
+        .iter()
+        .find(|i| i.name == "VI_1")
+        .context("VI_1 in GetState")?;
+    ensure!(
+        vi1.state == lb_proto::v1::VrrpState::Master as i32,
+        "GetState: {vi1:?}"
+    );
+    ensure!(
+        released.state != lb_proto::v1::VrrpState::Master as i32,
+        "still master after a release: {released:?}"
+    );
+    ensure!(
+        missing.code() == tonic::Code::NotFound && missing.message().contains("VI_9"),
+        "unknown instance: {missing:?}"
+    );
+    wait_state(ds2, "VI_1", "VRRP_STATE_MASTER", Duration::from_secs(5))?;
+    wait_state(ds1, "VI_1", "VRRP_STATE_MASTER", Duration::from_secs(10))?;
+
+    let scrape = ds1.host.run_ok([
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "http://10.32.0.1:9361/metrics",
+    ])?;
+    for want in [
+        "lb_agent_vrrp_transitions_total{instance=\"VI_1\",to=\"fault\"}",
+        "lb_agent_health_checks_total{",
+        "lb_agent_applies_total{result=\"ok\"}",
+    ] {
+        ensure!(scrape.contains(want), "metrics lack {want}:\n{scrape}");
+    }
+    Ok(())
+}

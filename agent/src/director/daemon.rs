@@ -139,7 +139,17 @@ pub async fn run(options: Options, mut signals: Signals) -> Result<(), DaemonErr
         let (d, t) = start_standalone(&options).await?;
         (d, t, None)
     } else {
-        start_controlled(&options, stop_rx.clone()).await?
+        tokio::select! {
+            r = start_controlled(&options, stop_rx.clone()) => r?,
+            _ = signals.term.recv() => {
+                info!("SIGTERM before any configuration arrived");
+                return Ok(());
+            }
+            _ = signals.int.recv() => {
+                info!("SIGINT before any configuration arrived");
+                return Ok(());
+            }
+        }
     };
     let servers = serve_extras(&options, &director, &stop_rx).await?;
     loop {
@@ -212,7 +222,11 @@ async fn start_controlled(
     };
     let applied = match stored {
         Ok(Some(s)) => {
-            info!(revision = s.revision, epoch = s.epoch, "starting from the stored configuration until the controller answers");
+            info!(
+                revision = s.revision,
+                epoch = s.epoch,
+                "starting from the stored configuration until the controller answers"
+            );
             let d = super::start(None, None, &node, Some(state_dir), Kernel::connect()?).await?;
             applier.started_tx.send_replace(Some(d.0.clone()));
             applier.director = Some(d.0);
@@ -296,7 +310,11 @@ impl Applier for ControllerApplier {
         };
         let revision = Some((state.revision, state.epoch));
         match &self.director {
-            Some(d) => d.apply(cfg, revision).await.map(|_| ()).map_err(|e| e.detail()),
+            Some(d) => d
+                .apply(cfg, revision)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.detail()),
             None => {
                 let kernel = Kernel::connect().map_err(|e| e.detail())?;
                 let (d, _task) = super::start(
@@ -317,7 +335,11 @@ impl Applier for ControllerApplier {
 }
 
 async fn reload(options: &Options, director: &DirectorHandle) {
-    let Some(path) = options.config.as_ref().filter(|_| options.controller.is_empty()) else {
+    let Some(path) = options
+        .config
+        .as_ref()
+        .filter(|_| options.controller.is_empty())
+    else {
         info!("SIGHUP: the configuration comes from the controller; nothing to read");
         return;
     };
@@ -333,10 +355,48 @@ async fn reload(options: &Options, director: &DirectorHandle) {
 
 /// Starts the agent API and the metrics endpoint when asked for.
 async fn serve_extras(
-    _options: &Options,
-    _director: &DirectorHandle,
-    _stop_rx: &watch::Receiver<bool>,
+    options: &Options,
+    director: &DirectorHandle,
+    stop_rx: &watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, DaemonError> {
-    // API_AND_METRICS
-    Ok(Vec::new())
+    let mut servers = Vec::new();
+    let stopped = |rx: &watch::Receiver<bool>| {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    if let Some(addr) = options.api {
+        let listener = bind(addr, "agent API").await?;
+        info!(%addr, "agent API listening");
+        let backend: std::sync::Arc<dyn crate::api::AgentBackend> =
+            std::sync::Arc::new(director.clone());
+        let shutdown = stopped(stop_rx);
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = crate::api::serve(listener, backend, shutdown).await {
+                error!(error = %e, "agent API stopped");
+            }
+        }));
+    }
+    if let Some(addr) = options.metrics {
+        let listener = bind(addr, "metrics").await?;
+        info!(%addr, "metrics listening");
+        let metrics = director.metrics();
+        let shutdown = stopped(stop_rx);
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve_metrics(listener, metrics, shutdown).await {
+                error!(error = %e, "metrics endpoint stopped");
+            }
+        }));
+    }
+    Ok(servers)
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener, DaemonError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Io {
+            what: format!("{what} on {addr}"),
+            source,
+        })
 }

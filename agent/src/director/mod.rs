@@ -48,6 +48,7 @@ use crate::ipvs::client::{ApplyReport, IpvsError, IpvsHandle};
 use crate::ipvs::ownership::OwnedServices;
 use crate::ipvs::reconcile::{self, IpvsOp, ServiceState, Table};
 use crate::ipvs::{DestKey, ServiceKey, Stats};
+use crate::metrics::Metrics;
 use crate::store::{ConfigStore, Stored};
 use crate::vrrp::fsm::State;
 use crate::vrrp::instance::{InstanceHandle, Status as VrrpStatus, Transition};
@@ -206,6 +207,7 @@ pub struct DirectorHandle {
     cmd_tx: mpsc::Sender<Command>,
     events_tx: broadcast::Sender<v1::Event>,
     view_rx: watch::Receiver<Arc<View>>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Command {
@@ -245,6 +247,11 @@ impl DirectorHandle {
             reply,
         })
         .await
+    }
+
+    /// The director's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The current view.
@@ -553,8 +560,18 @@ pub async fn start(
     };
     plan.state_dir = state_dir.clone();
 
+    let metrics = Arc::new(Metrics::new());
     let (health_tx, health_rx) = mpsc::channel(4096);
-    let (health, _task) = runner::spawn(RunnerSettings::default(), health_tx);
+    let observer: runner::AttemptObserver = {
+        let m = metrics.clone();
+        Arc::new(
+            move |service: &str, real_server: &str, up: bool, latency: Duration| {
+                m.health_result(service, real_server, up, latency)
+            },
+        )
+    };
+    let (health, _task) =
+        runner::spawn_with_observer(RunnerSettings::default(), health_tx, Some(observer));
     let (vrrp_tx, vrrp_rx) = broadcast::channel(256);
     let (view_tx, view_rx) = watch::channel(Arc::new(View::default()));
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
@@ -583,6 +600,7 @@ pub async fn start(
         last_error: startup_error.as_ref().map(|e| e.detail()),
         reconcile_soon: false,
         timeouts_set: false,
+        metrics: metrics.clone(),
     };
     let t0 = Instant::now();
     // Adopt: what the kernel holds is assumed healthy until checked.
@@ -597,7 +615,7 @@ pub async fn start(
         None => 0,
     };
     d.set_timeouts().await;
-    let (started, _) = d.sync_vrrp();
+    let (started, _) = d.sync_vrrp().await;
     let outcome = ApplyOutcome {
         revision: revision.0,
         epoch: revision.1,
@@ -627,10 +645,16 @@ pub async fn start(
     );
     d.report_apply(&outcome);
     d.publish();
+    d.metrics.apply(
+        outcome.ok,
+        outcome.operations,
+        Duration::from_micros(outcome.duration_us),
+    );
     let handle = DirectorHandle {
         cmd_tx,
         events_tx,
         view_rx,
+        metrics,
     };
     let task = tokio::spawn(d.run(cmd_rx, vrrp_rx));
     Ok((handle, task))
@@ -658,6 +682,9 @@ fn assumed_up(plan: &DirectorPlan, kernel: Option<&Table>) -> HashSet<(String, S
     }
     out
 }
+
+/// A real server's name with its destination key.
+type NamedDest = (String, DestKey);
 
 /// A group of VRRP instances started and stopped together: one instance, or
 /// the members of a sync group.
@@ -718,6 +745,7 @@ struct Director {
     last_error: Option<v1::ErrorDetail>,
     reconcile_soon: bool,
     timeouts_set: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Director {
@@ -761,6 +789,10 @@ impl Director {
                 }
                 t = vrrp_rx.recv() => match t {
                     Ok(t) => {
+                        let to = crate::vrrp::status::vrrp_state(t.to);
+                        self.metrics.vrrp_transition(&t.instance, to);
+                        self.metrics.vrrp_state(&t.instance, to);
+                        self.metrics.vrrp_priority(&t.instance, t.priority);
                         let ev = crate::vrrp::status::transition_event(&t, &self.node, SystemTime::now());
                         let _ = self.events_tx.send(ev);
                         self.publish();
@@ -872,6 +904,8 @@ impl Director {
                 };
                 self.real_health
                     .insert((service.clone(), dest_key(addr)), (to, reason.clone()));
+                self.metrics
+                    .health_state(&service, &real_server, to == v1::HealthState::Up);
                 self.emit(event::Kind::Health(v1::HealthTransition {
                     service,
                     real_server: format!("{real_server} ({addr})"),
@@ -898,6 +932,7 @@ impl Director {
                     self.sorry_active.insert(service, active);
                 }
                 ServiceAction::QuorumChanged { up, weight } => {
+                    self.metrics.quorum(&service, up);
                     self.emit(event::Kind::Quorum(v1::QuorumChange {
                         service,
                         quorum: up,
@@ -1074,17 +1109,71 @@ impl Director {
         let Some(current) = self.dump().await else {
             return;
         };
+        self.update_ipvs_metrics().await;
         let owned = self.owned.load().unwrap_or_default();
         let plan = reconcile::plan(&self.desired, &current, &owned);
         if plan.ops.is_empty() {
             return;
         }
+        self.metrics.drift_repairs(plan.ops.len() as u64);
         for op in &plan.ops {
             let (object, action) = describe_repair(op);
             warn!(%object, %action, "IPVS drift repaired");
             self.emit(event::Kind::Drift(v1::DriftRepaired { object, action }));
         }
         self.converge(&current).await;
+    }
+
+    /// IPVS counters of every service and real server into the metrics.
+    async fn update_ipvs_metrics(&self) {
+        let Some(ipvs) = self.kernel.ipvs.clone() else {
+            return;
+        };
+        let services: Vec<(String, ServiceKey, Vec<NamedDest>)> = self
+            .plan
+            .services
+            .values()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.service.key,
+                    p.real_servers
+                        .iter()
+                        .map(|r| (r.name.clone(), r.dest.key))
+                        .collect(),
+                )
+            })
+            .collect();
+        let keys: Vec<ServiceKey> = services.iter().map(|s| s.1).collect();
+        let Ok(found) = ipvs
+            .run(move |s| {
+                keys.into_iter()
+                    .map(|k| (s.service(k).ok(), s.dests(k).unwrap_or_default()))
+                    .collect::<Vec<_>>()
+            })
+            .await
+        else {
+            return;
+        };
+        for ((name, _, rss), (entry, dests)) in services.iter().zip(found) {
+            if let Some(e) = entry {
+                self.metrics.ipvs_service_stats(name, &e.stats);
+            }
+            for d in dests {
+                let rs = rss
+                    .iter()
+                    .find(|(_, k)| *k == d.dest.key)
+                    .map_or_else(|| d.dest.key.to_string(), |(n, _)| n.clone());
+                self.metrics.ipvs_dest_stats(
+                    name,
+                    &rs,
+                    &d.stats,
+                    d.active_conns,
+                    d.inact_conns,
+                    d.dest.weight,
+                );
+            }
+        }
     }
 
     async fn set_timeouts(&mut self) {
@@ -1120,9 +1209,10 @@ impl Director {
     /// Starts, restarts and stops VRRP units so that exactly the planned
     /// instances run; unchanged units are left alone. Returns (started,
     /// stopped) instance counts.
-    fn sync_vrrp(&mut self) -> (usize, usize) {
+    async fn sync_vrrp(&mut self) -> (usize, usize) {
         let wanted = units_of(&self.plan);
         let mut keep = Vec::new();
+        let mut stopping = Vec::new();
         let mut stopped = 0;
         for unit in std::mem::take(&mut self.units) {
             if wanted.iter().any(|(_, fp)| *fp == unit.fingerprint) {
@@ -1131,11 +1221,19 @@ impl Director {
                 info!(instances = ?unit.names, "stopping VRRP instances");
                 stopped += unit.names.len();
                 let _ = unit.shutdown_tx.send(true);
-                tokio::spawn(async move {
-                    for h in unit.handles {
-                        let _ = h.task.await;
-                    }
-                });
+                stopping.push(unit);
+            }
+        }
+        // A changed instance restarts with the same VIPs: the old one must
+        // have sent priority 0 and removed them before the new one starts.
+        for unit in stopping {
+            for h in unit.handles {
+                if tokio::time::timeout(Duration::from_secs(5), h.task)
+                    .await
+                    .is_err()
+                {
+                    warn!(instance = %h.config.name, "VRRP instance did not stop in 5 s");
+                }
             }
         }
         let mut started = 0;
@@ -1233,6 +1331,11 @@ impl Director {
         if let Err(e) = &result {
             self.last_error = Some(e.detail());
         }
+        self.metrics.apply(
+            outcome.ok,
+            outcome.operations,
+            Duration::from_micros(outcome.duration_us),
+        );
         self.report_apply(&outcome);
         self.publish();
         result
@@ -1268,8 +1371,16 @@ impl Director {
             .flat_map(|p| p.real_servers.iter().map(|r| (p.name.clone(), r.dest.key)))
             .collect();
         let keep = |k: &(String, DestKey)| valid.contains(k);
-        // Checks first: a checker that cannot be built refuses the whole
-        // configuration before IPVS or VRRP move.
+        // A checker that cannot be built refuses the whole configuration
+        // before anything is stored or moves.
+        runner::validate(&plan.health)?;
+        // Validated: persisted before it is applied, so a crash in the
+        // middle restarts on it.
+        self.store.save(&Stored {
+            revision: revision.0,
+            epoch: revision.1,
+            config: config.clone(),
+        })?;
         let old_plan = std::mem::replace(&mut self.plan, plan);
         let old_drained = self.drained.clone();
         self.drained.retain(|k, _| keep(k));
@@ -1298,20 +1409,16 @@ impl Director {
         }
         self.desired = new;
         let operations = self.send_ops(ops).await;
-        if !self.reconcile_soon {
-            let _ = self.owned.store(&reconcile::owned_after(&self.desired));
+        let after = reconcile::owned_after(&self.desired);
+        if !self.reconcile_soon && after != during {
+            let _ = self.owned.store(&after);
         }
         if self.plan.timeouts != old_plan.timeouts {
             self.set_timeouts().await;
         }
-        let (vrrp_started, vrrp_stopped) = self.sync_vrrp();
-        self.config = config.clone();
+        let (vrrp_started, vrrp_stopped) = self.sync_vrrp().await;
+        self.config = config;
         self.revision = revision;
-        self.store.save(&Stored {
-            revision: revision.0,
-            epoch: revision.1,
-            config,
-        })?;
         self.last_error = None;
         let outcome = ApplyOutcome {
             revision: revision.0,
@@ -1690,4 +1797,73 @@ fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+fn api_error(e: DirectorError) -> crate::api::ApiError {
+    use crate::api::ApiError;
+    match e {
+        DirectorError::NotFound(m) => ApiError::NotFound(m),
+        DirectorError::Precondition(m) => ApiError::FailedPrecondition(m),
+        DirectorError::Invalid(_) | DirectorError::Health(_) | DirectorError::Stale { .. } => {
+            ApiError::InvalidArgument(e.to_string())
+        }
+        DirectorError::Stopped => ApiError::Unavailable(e.to_string()),
+        e => ApiError::Internal(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl crate::api::AgentBackend for DirectorHandle {
+    async fn state(&self) -> Result<v1::AgentStatus, crate::api::ApiError> {
+        Ok(DirectorHandle::state(self).await)
+    }
+
+    async fn services(
+        &self,
+        name: Option<String>,
+    ) -> Result<Vec<v1::ServiceStatus>, crate::api::ApiError> {
+        DirectorHandle::services(self, name.as_deref())
+            .await
+            .map_err(api_error)
+    }
+
+    fn events(&self) -> broadcast::Receiver<v1::Event> {
+        DirectorHandle::events(self)
+    }
+
+    async fn drain(
+        &self,
+        service: String,
+        real_server: String,
+        deadline: Option<Duration>,
+    ) -> Result<u32, crate::api::ApiError> {
+        DirectorHandle::drain(self, &service, &real_server, deadline)
+            .await
+            .map_err(api_error)
+    }
+
+    async fn undrain(
+        &self,
+        service: String,
+        real_server: String,
+    ) -> Result<u32, crate::api::ApiError> {
+        DirectorHandle::undrain(self, &service, &real_server)
+            .await
+            .map_err(api_error)
+    }
+
+    async fn failover(
+        &self,
+        instance: String,
+        action: crate::api::FailoverAction,
+        hold: Duration,
+    ) -> Result<v1::VrrpState, crate::api::ApiError> {
+        let action = match action {
+            crate::api::FailoverAction::Release => Failover::Release,
+            crate::api::FailoverAction::Take => Failover::Take,
+        };
+        DirectorHandle::failover(self, &instance, action, hold)
+            .await
+            .map_err(api_error)
+    }
 }

@@ -176,27 +176,7 @@ impl HealthHandle {
         services: Vec<ServiceSpec>,
         assumed_up: HashSet<(String, SocketAddr)>,
     ) -> Result<(), ApplyError> {
-        let mut built = Vec::with_capacity(services.len());
-        for s in services {
-            let mut seen = std::collections::HashSet::new();
-            let mut checkers = Vec::with_capacity(s.real_servers.len());
-            for rs in &s.real_servers {
-                if !seen.insert(rs.addr) {
-                    return Err(ApplyError::Duplicate {
-                        service: s.name.clone(),
-                        addr: rs.addr,
-                    });
-                }
-                checkers.push(Checker::build(&rs.check.kind).map_err(|source| {
-                    ApplyError::Checker {
-                        service: s.name.clone(),
-                        real_server: rs.name.clone(),
-                        source,
-                    }
-                })?);
-            }
-            built.push((s, checkers));
-        }
+        let built = build_all(services)?;
         let (done_tx, done_rx) = oneshot::channel();
         self.cmd_tx
             .send(Command::Apply(built, assumed_up, done_tx))
@@ -221,6 +201,39 @@ impl HealthHandle {
 /// the start of the check to its result, the wait for a permit left out).
 /// It runs in the attempt's task: it must be quick and must not block.
 pub type AttemptObserver = Arc<dyn Fn(&str, &str, bool, Duration) + Send + Sync>;
+
+/// Checks that every checker of `services` can be built (an exec user
+/// that exists, no real server twice), without applying anything.
+pub fn validate(services: &[ServiceSpec]) -> Result<(), ApplyError> {
+    build_all(services.to_vec()).map(drop)
+}
+
+type Built = Vec<(ServiceSpec, Vec<Checker>)>;
+
+fn build_all(services: Vec<ServiceSpec>) -> Result<Built, ApplyError> {
+    let mut built = Vec::with_capacity(services.len());
+    for s in services {
+        let mut seen = std::collections::HashSet::new();
+        let mut checkers = Vec::with_capacity(s.real_servers.len());
+        for rs in &s.real_servers {
+            if !seen.insert(rs.addr) {
+                return Err(ApplyError::Duplicate {
+                    service: s.name.clone(),
+                    addr: rs.addr,
+                });
+            }
+            checkers.push(Checker::build(&rs.check.kind).map_err(|source| {
+                ApplyError::Checker {
+                    service: s.name.clone(),
+                    real_server: rs.name.clone(),
+                    source,
+                }
+            })?);
+        }
+        built.push((s, checkers));
+    }
+    Ok(built)
+}
 
 /// Starts the runner. Events go to `event_tx`, which the caller must drain
 /// (a full channel holds the runner back). The task ends when every handle

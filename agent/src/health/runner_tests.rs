@@ -394,7 +394,9 @@ async fn checks_spread_evenly_over_the_interval() {
         buckets.iter().all(|&n| (4..=60).contains(&n)),
         "uneven: {buckets:?}"
     );
-    assert!(buckets.iter().sum::<usize>() >= 190, "{buckets:?}");
+    // The last window's starts may slip past the second on a loaded
+    // machine; they are counted below, after a bounded wait.
+    assert!(buckets.iter().sum::<usize>() >= 180, "{buckets:?}");
     // Every first check ran (the last ones start just before the interval
     // ends, so wait for them a bounded time); lateness under load is the
     // bench's figure, not asserted here.
