@@ -138,19 +138,19 @@ fn apply_change(host: &Host, seed: &Value, n: usize) -> Result<()> {
         ensure!(status.success(), "{argv:?}: {status}");
         Ok(ms)
     })??;
-    let listing = host.run_ok(["ipvsadm", "-Ln", "-t", &format!("{VIP}:{port}")])?;
-    ensure!(
-        listing.lines().any(
-            |l| l.contains(&format!("{rs}:{port}")) && l.split_whitespace().nth(2) == Some("3")
-        ),
-        "ipvsadm -e not in the table:\n{listing}"
-    );
     println!("# {n} services x 2 real servers; one weight changed");
     println!("BENCH agent_apply_change_ms {agent_ms:.3} ms");
     println!("BENCH ipvsadm_edit_ms {ipvsadm_ms:.3} ms");
     println!(
         "BENCH agent_apply_change_ratio {:.2} ratio",
         agent_ms / ipvsadm_ms
+    );
+    let listing = host.run_ok(["ipvsadm", "-Ln", "-t", &format!("{VIP}:{port}")])?;
+    ensure!(
+        listing.lines().any(
+            |l| l.contains(&format!("{rs}:{port}")) && l.split_whitespace().nth(3) == Some("3")
+        ),
+        "ipvsadm -e not in the table:\n{listing}"
     );
     d.kill();
     Ok(())
