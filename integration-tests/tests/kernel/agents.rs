@@ -187,6 +187,11 @@ impl Director {
         }
     }
 
+    /// SIGTERM, then SIGKILL after `grace`; how it exited.
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.proc.as_mut().map(|p| p.terminate(grace))
+    }
+
     /// Its process id, while started.
     pub fn pid(&self) -> Option<u32> {
         self.proc.as_ref().map(Proc::pid)

@@ -11,6 +11,7 @@ mod agents;
 mod demo;
 mod director_dns_dr;
 mod director_drain;
+mod director_seeds;
 mod dns_dr_lab;
 mod ipvs;
 mod realserver_tun;
