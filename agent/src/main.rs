@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// The lb agent: runs on each director or real server.
@@ -52,15 +51,39 @@ enum Role {
         /// 127.0.0.1:9361.
         #[arg(long)]
         metrics: Option<SocketAddr>,
+        /// Run VRRP on a SCHED_RR thread at this priority (1..=99), as
+        /// keepalived's vrrp_rt_priority: adverts stay on time on a loaded
+        /// machine. Needs CAP_SYS_NICE.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=99))]
+        realtime_priority: Option<u8>,
         /// Check the configuration and exit.
         #[arg(long)]
         check: bool,
     },
     /// Run on a real server: VIPs on lo or a tunnel, ARP and rp_filter sysctls.
     Realserver {
-        /// Configuration file (a RealServerConfig, in YAML).
-        #[arg(long, short)]
-        config: PathBuf,
+        /// Configuration file (a RealServerConfig, in YAML). SIGHUP reads it
+        /// again and applies the difference.
+        #[arg(long, short, required_unless_present = "controller")]
+        config: Option<PathBuf>,
+        /// This node's name in the topology; default the file's `node`.
+        #[arg(long)]
+        node: Option<String>,
+        /// Controller URLs (http://host:port), comma-separated or repeated:
+        /// the configuration comes from the controller, and the last good
+        /// one stored runs while it cannot be reached.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            conflicts_with_all = ["config", "check"],
+            requires = "node"
+        )]
+        controller: Vec<String>,
+        /// State directory (ledger of changed values, last good
+        /// configuration, status); default the file's `settings.stateDir`,
+        /// else /var/lib/lb-agent.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
         /// Preflight: check the configuration, the kernel features it needs
         /// and conflicts, change nothing, exit non-zero if something blocks.
         #[arg(long)]
@@ -79,6 +102,7 @@ fn main() -> anyhow::Result<()> {
             state_dir,
             api,
             metrics,
+            realtime_priority,
             check,
         } => {
             let options = lb_agent::director::daemon::Options {
@@ -88,6 +112,7 @@ fn main() -> anyhow::Result<()> {
                 state_dir,
                 api,
                 metrics,
+                realtime_priority,
             };
             if check {
                 return Ok(lb_agent::director::daemon::check(&options)?);
@@ -103,7 +128,21 @@ fn main() -> anyhow::Result<()> {
                     Ok(lb_agent::director::daemon::run(options, signals).await?)
                 })
         }
-        Role::Realserver { config, check } => realserver(&config, check),
+        Role::Realserver {
+            config,
+            node,
+            controller,
+            state_dir,
+            check,
+        } => {
+            let options = lb_agent::realserver::daemon::Options {
+                config,
+                controller,
+                node,
+                state_dir,
+            };
+            realserver(options, check)
+        }
     }
 }
 
@@ -121,18 +160,15 @@ fn init_tracing(format: &str) {
 }
 
 /// `lb-agent realserver`: runs until SIGTERM or SIGINT, then undoes every change.
-fn realserver(config: &std::path::Path, check: bool) -> anyhow::Result<()> {
-    use lb_agent::realserver::{RealServer, check as preflight, desired::Desired, kernel::Kernel};
+fn realserver(options: lb_agent::realserver::daemon::Options, check: bool) -> anyhow::Result<()> {
+    use lb_agent::realserver::{check as preflight, daemon, kernel::Kernel};
 
-    let cfg = lb_agent::config::load_realserver(config)
-        .with_context(|| format!("reading {}", config.display()))?;
-    let desired = Desired::from_config(&cfg).with_context(|| format!("{}", config.display()))?;
-    tracing::info!(node = %desired.node, vips = desired.vips.len(), "configuration read");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         if check {
+            let desired = daemon::load_file(&options)?;
             let kernel = Kernel::connect()?;
             let facts = preflight::gather(&kernel, &desired).await?;
             let findings = preflight::assess(&desired, &facts);
@@ -147,22 +183,8 @@ fn realserver(config: &std::path::Path, check: bool) -> anyhow::Result<()> {
             return Ok(());
         }
         // Handlers first: a SIGTERM from now on leads to the undo.
-        let shutdown = shutdown_signal()?;
-        let agent = RealServer::new(desired)?;
-        agent.run(shutdown).await?;
+        let signals = daemon::Signals::install()?;
+        daemon::run(options, signals).await?;
         Ok(())
-    })
-}
-
-/// Installs the SIGTERM and SIGINT handlers now; the future completes on either.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM"),
-            _ = int.recv() => tracing::info!("SIGINT"),
-        }
     })
 }

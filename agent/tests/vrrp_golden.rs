@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lb_agent::vrrp::fsm::{Action, Config, Event, Vrrp};
+use lb_agent::vrrp::fsm::{Action, Config, Event, State, Vrrp};
 use lb_agent::vrrp::packet::Version;
 
 fn parse_duration(s: &str) -> Duration {
@@ -48,6 +48,7 @@ fn parse_config(words: &[&str]) -> Config {
         preempt_delay: Duration::ZERO,
         primary_address: "10.0.0.1".parse().unwrap(),
         initial_master: false,
+        sync_group: false,
     };
     for (k, v) in kv(words) {
         match k.as_str() {
@@ -64,6 +65,7 @@ fn parse_config(words: &[&str]) -> Config {
             "preempt_delay" => cfg.preempt_delay = parse_duration(&v),
             "address" => cfg.primary_address = v.parse().unwrap(),
             "initial_master" => cfg.initial_master = v.parse().unwrap(),
+            "sync_group" => cfg.sync_group = v.parse().unwrap(),
             _ => panic!("unknown config key {k}"),
         }
     }
@@ -77,6 +79,16 @@ fn parse_event(text: &str) -> Event {
         "shutdown" => Event::Shutdown,
         "master_down_timer" => Event::MasterDownTimer,
         "adver_timer" => Event::AdverTimer,
+        "vip_add_failed" => Event::VipAddFailed,
+        "vip_retry_timer" => Event::VipRetryTimer,
+        "group_ready" => Event::SyncGroupReady(true),
+        "group_not_ready" => Event::SyncGroupReady(false),
+        "group_state" => Event::SyncGroupState(match words.get(1).copied() {
+            Some("MASTER") => State::Master,
+            Some("BACKUP") => State::Backup,
+            Some("FAULT") => State::Fault,
+            other => panic!("group_state {other:?}: MASTER, BACKUP or FAULT"),
+        }),
         "advert" => {
             let mut src: Option<IpAddr> = None;
             let mut priority = None;
@@ -122,6 +134,8 @@ fn render(action: &Action, t0: Instant) -> String {
             format!("set_timer {timer:?} at={:?}", at.duration_since(t0))
         }
         Action::StopTimer { timer } => format!("stop_timer {timer:?}"),
+        Action::SyncGroupState { state } => format!("sync_group_state {}", state.name()),
+        Action::SyncWant { master } => format!("sync_want master={master}"),
         Action::Notify {
             from,
             to,

@@ -567,3 +567,64 @@ fn agent_api_forces_a_failover_and_metrics_count_it() -> Result<()> {
     }
     Ok(())
 }
+
+/// The scheduling policy of the process's thread named `name`, from
+/// /proc (field 41 of the thread's stat: 0 SCHED_OTHER, 2 SCHED_RR).
+fn thread_policy(pid: u32, name: &str) -> Option<u32> {
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = entry.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after the command (which is in parentheses) start at 3.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        return rest.split_whitespace().nth(41 - 3)?.parse().ok();
+    }
+    None
+}
+
+/// In: a director started with `--realtime-priority 10`. Out: its VRRP
+/// thread runs SCHED_RR and VRRP works (VI_1 master); without the flag
+/// the thread is SCHED_OTHER.
+#[test]
+fn vrrp_thread_runs_realtime_when_asked() -> Result<()> {
+    let mut s = setup("dir-rt")?;
+    let config = s.config.clone();
+    let d = &mut s.ds[0];
+    let bin = bin_path("lb-agent");
+    d.agent = Some(d.host.spawn([
+        bin.to_str().context("path")?,
+        "director",
+        "--config",
+        config.to_str().context("path")?,
+        "--node",
+        "ds1",
+        "--state-dir",
+        d.state_dir().to_str().context("path")?,
+        "--realtime-priority",
+        "10",
+    ])?);
+    wait_state(d, "VI_1", "VRRP_STATE_MASTER", Duration::from_secs(10))?;
+    let pid = d.agent.as_ref().unwrap().pid();
+    ensure!(
+        thread_policy(pid, "vrrp") == Some(2),
+        "VRRP thread policy {:?}:\n{}",
+        thread_policy(pid, "vrrp"),
+        tail(&d.log())
+    );
+    d.agent
+        .as_mut()
+        .unwrap()
+        .terminate(scaled(Duration::from_secs(10)));
+    d.start(&config)?;
+    wait_state(d, "VI_1", "VRRP_STATE_MASTER", Duration::from_secs(10))?;
+    let pid = d.agent.as_ref().unwrap().pid();
+    ensure!(
+        thread_policy(pid, "vrrp") == Some(0),
+        "VRRP thread policy without the flag: {:?}",
+        thread_policy(pid, "vrrp")
+    );
+    Ok(())
+}

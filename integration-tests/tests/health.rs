@@ -1,10 +1,12 @@
 //! Health checks against real servers in a netns lab: a director host runs
-//! the checkers; a real-server host runs python3 http.server, dnsmasq, a
-//! socat UDP echo and a tonic gRPC health server. Each kind sees up, down
-//! (the server killed), slow (the server stopped with SIGSTOP: the kernel
-//! still accepts, nobody answers: timeout), a wrong answer, and recovery
-//! (SIGCONT, or started again). The runner's rise and fall are counted
-//! against the server's own request log.
+//! the checkers; a real-server host runs python3 http.server, nginx (HTTPS
+//! and HTTP/2 with a self-signed certificate), dnsmasq, a socat UDP echo and
+//! a tonic gRPC health server. Each kind sees up, down (the server killed),
+//! slow (the server stopped with SIGSTOP: the kernel still accepts, nobody
+//! answers: timeout; for TCP, a blackhole route in the real server's
+//! namespace: the handshake never completes), a wrong answer, and recovery
+//! (SIGCONT, the route removed, or started again). The runner's rise and
+//! fall are counted against the server's own request log.
 //!
 //! Needs root (network namespaces). Traffic stays inside the lab.
 
@@ -49,6 +51,12 @@ fn target(port: u16) -> SocketAddr {
 
 /// One check attempt run from the director host.
 fn check(director: &Host, kind: &CheckKind, port: u16) -> CheckResult {
+    timed_check(director, kind, port).0
+}
+
+/// One check attempt run from the director host, and how long the attempt
+/// itself took (the runtime's start left out).
+fn timed_check(director: &Host, kind: &CheckKind, port: u16) -> (CheckResult, Duration) {
     let checker = Checker::build(kind).unwrap();
     let probe = Probe {
         target: target(port),
@@ -66,7 +74,11 @@ fn check(director: &Host, kind: &CheckKind, port: u16) -> CheckResult {
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(checker.check(probe))
+                .block_on(async {
+                    let t0 = Instant::now();
+                    let r = checker.check(probe).await;
+                    (r, t0.elapsed())
+                })
         })
         .unwrap()
 }
@@ -80,11 +92,17 @@ fn down(r: CheckResult) -> Failure {
 
 /// Waits (bounded) until a check passes: the server has started.
 fn wait_up(director: &Host, kind: &CheckKind, port: u16) {
+    let mut last = None;
     wait_for(
-        || check(director, kind, port) == CheckResult::UP,
+        || {
+            let r = check(director, kind, port);
+            let up = r == CheckResult::UP;
+            last = Some(r);
+            up
+        },
         scaled(Duration::from_secs(10)),
     )
-    .unwrap_or_else(|e| panic!("server on port {port} never came up: {e}"));
+    .unwrap_or_else(|e| panic!("server on port {port} never came up: {e} (last: {last:?})"));
 }
 
 fn http_server(rs: &Host, lab: &Lab) -> Result<Proc> {
@@ -162,6 +180,322 @@ fn tcp_and_http_against_python_http_server() -> Result<()> {
     );
     let _srv = http_server(&rs, &lab)?;
     wait_up(&director, &ok, 8000);
+    Ok(())
+}
+
+// In: a TCP check of python's http.server while the real server's namespace
+// holds a blackhole route to the director: the SYN arrives, no SYN-ACK comes
+// back. Out: down with reason Timeout, at the configured timeout (not the
+// backstop's, one second later); up again once the route is removed.
+#[test]
+fn tcp_connect_that_never_completes_times_out() -> Result<()> {
+    let (lab, director, rs) = lab("health-tcp-slow")?;
+    let _srv = http_server(&rs, &lab)?;
+    wait_up(&director, &CheckKind::Tcp, 8000);
+
+    let blackhole = ["route", "add", "blackhole", &format!("{DIRECTOR}/32")];
+    rs.ip(blackhole)?;
+    let (result, took) = timed_check(&director, &CheckKind::Tcp, 8000);
+    assert_eq!(down(result), Failure::Timeout);
+    assert!(
+        took >= timeout() && took < timeout() + scaled(Duration::from_millis(900)),
+        "timed out after {took:?}, timeout {:?}",
+        timeout()
+    );
+    // An HTTP check fails the same way: its connect never completes.
+    assert_eq!(
+        down(check(&director, &http("/", None), 8000)),
+        Failure::Timeout
+    );
+
+    rs.ip(["route", "del", "blackhole", &format!("{DIRECTOR}/32")])?;
+    assert_eq!(check(&director, &CheckKind::Tcp, 8000), CheckResult::UP);
+    Ok(())
+}
+
+/// Names the nginx certificate is valid for (it is self-signed).
+const TLS_NAMES: [&str; 3] = ["a.test", "b.test", "h2.test"];
+
+/// Ports of the nginx real server.
+const HTTPS: u16 = 8443;
+const H2_TLS: u16 = 9443;
+const H2C: u16 = 8081;
+
+/// Writes nginx's configuration, prefix and self-signed certificate into
+/// the lab directory; returns the configuration file. Servers:
+/// - `HTTPS` (TLS, HTTP/1.1): `a.test` (default) and `b.test` answer with
+///   their name, the SNI received and the Host header;
+/// - `H2_TLS` (TLS, ALPN h2) and `H2C` (cleartext HTTP/2 with prior
+///   knowledge) answer with the protocol nginx saw;
+/// - on each, `/missing` answers 503; the access log records the protocol.
+fn nginx_conf(lab: &Lab) -> Result<std::path::PathBuf> {
+    let d = lab.dir().join("nginx");
+    std::fs::create_dir_all(d.join("tmp"))?;
+    let cert = rcgen::generate_simple_self_signed(TLS_NAMES.map(String::from).to_vec())?;
+    std::fs::write(d.join("cert.pem"), cert.cert.pem())?;
+    std::fs::write(d.join("key.pem"), cert.signing_key.serialize_pem())?;
+    let d = d.display();
+    let conf = format!(
+        r#"daemon off; master_process off; worker_processes 1;
+pid {d}/nginx.pid; error_log {d}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+  log_format proto '$server_port $host $request_uri $server_protocol $status';
+  access_log {d}/access.log proto;
+  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fastcgi; uwsgi_temp_path {d}/tmp/uwsgi;
+  scgi_temp_path {d}/tmp/scgi;
+  ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;
+  default_type text/plain;
+  server {{ listen {RS}:{HTTPS} ssl default_server; server_name a.test;
+    location / {{ return 200 "a sni=$ssl_server_name host=$host\n"; }}
+    location /missing {{ return 503 "gone\n"; }} }}
+  server {{ listen {RS}:{HTTPS} ssl; server_name b.test;
+    location / {{ return 200 "b sni=$ssl_server_name host=$host\n"; }} }}
+  server {{ listen {RS}:{H2_TLS} ssl http2; server_name h2.test;
+    location / {{ return 200 "h2 $server_protocol\n"; }}
+    location /missing {{ return 503 "gone\n"; }} }}
+  server {{ listen {RS}:{H2C} http2;
+    location / {{ return 200 "h2c $server_protocol\n"; }}
+    location /missing {{ return 503 "gone\n"; }} }}
+}}
+"#
+    );
+    let path = lab.dir().join("nginx").join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    Ok(path)
+}
+
+fn nginx(rs: &Host, conf: &std::path::Path) -> Result<Proc> {
+    let prefix = conf.parent().unwrap();
+    Ok(rs.spawn([
+        "nginx".as_ref(),
+        "-p".as_ref(),
+        prefix.as_os_str(),
+        "-e".as_ref(),
+        prefix.join("error.log").as_os_str(),
+        "-c".as_ref(),
+        conf.as_os_str(),
+    ])?)
+}
+
+fn nginx_access_log(lab: &Lab) -> String {
+    std::fs::read_to_string(lab.dir().join("nginx").join("access.log")).unwrap_or_default()
+}
+
+struct Https<'a> {
+    path: &'a str,
+    host: Option<&'a str>,
+    sni: Option<&'a str>,
+    verify: bool,
+    version: HttpVersion,
+    body: Option<&'a str>,
+}
+
+impl Https<'_> {
+    fn kind(&self, tls: bool) -> CheckKind {
+        CheckKind::Http(HttpSpec {
+            path: self.path.into(),
+            host: self.host.map(str::to_string),
+            sni: self.sni.map(str::to_string),
+            tls,
+            tls_verify: self.verify,
+            version: self.version,
+            expected_status: vec![],
+            body: self
+                .body
+                .map(|r| lb_agent::health::config::BodyMatch::Regex(Pattern(regex_lite(r)))),
+        })
+    }
+}
+
+const HTTPS_A: Https<'static> = Https {
+    path: "/",
+    host: Some("a.test"),
+    sni: None,
+    verify: false,
+    version: HttpVersion::Http1,
+    body: Some("^a "),
+};
+
+// In: HTTPS (HTTP/1.1) checks of nginx with a self-signed certificate.
+// Out: up without verification; down with it, the reason naming the
+// certificate's problem; the SNI and the Host header reach nginx as set
+// (two server blocks answer differently); a wrong status and a body that
+// does not match are down; slow (SIGSTOP: the TLS handshake gets no answer)
+// times out; down (killed: refused); recovery (started again).
+#[test]
+fn https_against_nginx() -> Result<()> {
+    let (lab, director, rs) = lab("health-https")?;
+    let conf = nginx_conf(&lab)?;
+    let mut srv = nginx(&rs, &conf)?;
+    let ok = HTTPS_A.kind(true);
+    wait_up(&director, &ok, HTTPS);
+
+    let verified = Https {
+        verify: true,
+        ..HTTPS_A
+    };
+    match down(check(&director, &verified.kind(true), HTTPS)) {
+        Failure::Tls { reason } => assert!(
+            reason.contains("invalid peer certificate") && reason.contains("UnknownIssuer"),
+            "{reason}"
+        ),
+        f => panic!("expected a TLS failure, got {f:?}"),
+    }
+
+    // Host selects the server block; the SNI is the Host unless set apart.
+    let b = Https {
+        host: Some("b.test"),
+        body: Some(r"^b sni=b\.test host=b\.test\n$"),
+        ..HTTPS_A
+    };
+    assert_eq!(check(&director, &b.kind(true), HTTPS), CheckResult::UP);
+    let b_via_a = Https {
+        host: Some("b.test"),
+        sni: Some("a.test"),
+        body: Some(r"^b sni=a\.test host=b\.test\n$"),
+        ..HTTPS_A
+    };
+    assert_eq!(
+        check(&director, &b_via_a.kind(true), HTTPS),
+        CheckResult::UP
+    );
+    // No Host set: the address goes in Host and no SNI is sent (an IP
+    // address is not a server name): nginx's default server answers.
+    let by_addr_body = format!(r"^a sni= host={}\n$", regex::escape(RS));
+    let by_addr = Https {
+        host: None,
+        body: Some(&by_addr_body),
+        ..HTTPS_A
+    };
+    assert_eq!(
+        check(&director, &by_addr.kind(true), HTTPS),
+        CheckResult::UP
+    );
+
+    // Wrong answers.
+    let missing = Https {
+        path: "/missing",
+        body: None,
+        ..HTTPS_A
+    };
+    assert_eq!(
+        down(check(&director, &missing.kind(true), HTTPS)),
+        Failure::Status {
+            got: 503,
+            want: "200..299".into()
+        }
+    );
+    let other_body = Https {
+        body: Some("^b "),
+        ..HTTPS_A
+    };
+    assert_eq!(
+        down(check(&director, &other_body.kind(true), HTTPS)),
+        Failure::BodyMismatch {
+            pattern: "^b ".into()
+        }
+    );
+    // Plain HTTP to the TLS port: nginx answers 400.
+    assert!(matches!(
+        down(check(&director, &HTTPS_A.kind(false), HTTPS)),
+        Failure::Status { got: 400, .. }
+    ));
+
+    // Slow: the kernel accepts, the ClientHello gets no answer.
+    srv.signal(Signal::SIGSTOP);
+    let (result, took) = timed_check(&director, &ok, HTTPS);
+    srv.signal(Signal::SIGCONT);
+    assert_eq!(down(result), Failure::Timeout);
+    assert!(took >= timeout(), "timed out after {took:?}");
+    assert_eq!(check(&director, &ok, HTTPS), CheckResult::UP);
+
+    // Down, then recovery.
+    srv.kill();
+    assert_eq!(down(check(&director, &ok, HTTPS)), Failure::Refused);
+    let _srv = nginx(&rs, &conf)?;
+    wait_up(&director, &ok, HTTPS);
+    Ok(())
+}
+
+const H2: Https<'static> = Https {
+    path: "/h2-probe",
+    host: Some("h2.test"),
+    sni: None,
+    verify: false,
+    version: HttpVersion::Http2,
+    body: Some(r"^h2c? HTTP/2\.0\n$"),
+};
+
+/// Access-log lines (`port host uri protocol status`) of requests to `uri` on `port`.
+fn logged(lab: &Lab, port: u16, uri: &str) -> Vec<String> {
+    nginx_access_log(lab)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{port} ")) && l.contains(&format!(" {uri} ")))
+        .map(str::to_string)
+        .collect()
+}
+
+// In: HTTP/2 checks of nginx over TLS (ALPN h2) and in cleartext with prior
+// knowledge (h2c). Out: up, and nginx's access log and the body both say
+// HTTP/2.0; a wrong status is down; an HTTP/2 check of a port that only
+// speaks HTTP/1.1 fails the TLS handshake (no common ALPN protocol); slow
+// (SIGSTOP) times out; down (killed: refused); recovery.
+#[test]
+fn http2_against_nginx() -> Result<()> {
+    let (lab, director, rs) = lab("health-h2")?;
+    let conf = nginx_conf(&lab)?;
+    let mut srv = nginx(&rs, &conf)?;
+    let (h2, h2c) = (H2.kind(true), H2.kind(false));
+    wait_up(&director, &h2, H2_TLS);
+    assert_eq!(check(&director, &h2c, H2C), CheckResult::UP);
+    for port in [H2_TLS, H2C] {
+        let lines = logged(&lab, port, "/h2-probe");
+        assert!(!lines.is_empty(), "no request logged on {port}");
+        for l in &lines {
+            assert!(l.ends_with(" HTTP/2.0 200"), "port {port}: {l}");
+        }
+    }
+
+    let missing = Https {
+        path: "/missing",
+        body: None,
+        ..H2
+    };
+    for (tls, port) in [(true, H2_TLS), (false, H2C)] {
+        assert_eq!(
+            down(check(&director, &missing.kind(tls), port)),
+            Failure::Status {
+                got: 503,
+                want: "200..299".into()
+            }
+        );
+    }
+    assert!(
+        logged(&lab, H2C, "/missing")
+            .iter()
+            .all(|l| l.ends_with(" HTTP/2.0 503"))
+    );
+    match down(check(&director, &h2, HTTPS)) {
+        Failure::Tls { reason } => {
+            assert!(reason.contains("NoApplicationProtocol"), "{reason}")
+        }
+        f => panic!("expected a TLS failure, got {f:?}"),
+    }
+
+    srv.signal(Signal::SIGSTOP);
+    let slow = [check(&director, &h2, H2_TLS), check(&director, &h2c, H2C)];
+    srv.signal(Signal::SIGCONT);
+    assert_eq!(slow.map(down), [Failure::Timeout, Failure::Timeout]);
+    assert_eq!(check(&director, &h2, H2_TLS), CheckResult::UP);
+
+    srv.kill();
+    assert_eq!(down(check(&director, &h2, H2_TLS)), Failure::Refused);
+    assert_eq!(down(check(&director, &h2c, H2C)), Failure::Refused);
+    let _srv = nginx(&rs, &conf)?;
+    wait_up(&director, &h2, H2_TLS);
+    assert_eq!(check(&director, &h2c, H2C), CheckResult::UP);
     Ok(())
 }
 

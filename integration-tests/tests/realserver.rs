@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use lb_lab::{Host, Lab, Proc, bin_path, scaled, wait_for, wait_for_some};
+use nix::sys::signal::Signal;
 
 const VIP4: &str = "10.0.0.100";
 const VIP6: &str = "fd00::100";
@@ -332,6 +333,75 @@ fn undo_restores_exact_previous_values_and_addresses() -> Result<()> {
     Ok(())
 }
 
+/// In: a standalone agent holding a DR VIP (10.0.0.100) and a TUN VIP
+/// (10.0.0.102, on tunl0 where the host kernel has ipip, else not ready);
+/// the file rewritten to drop the TUN VIP and add 10.0.0.101; SIGHUP; then a
+/// broken file and SIGHUP again.
+/// Out: after the first SIGHUP 10.0.0.101 is on lo, 10.0.0.100 still is (not
+/// removed and added again: its address keeps its place on lo), 10.0.0.102
+/// is gone and rp_filter is back to its original while the ARP sysctls stay;
+/// the broken file is refused and the running configuration stays.
+#[test]
+fn sighup_applies_the_difference_of_the_file() -> Result<()> {
+    let lab = Lab::new("rs-hup")?;
+    let rs = lab.host("rs1", &["10.0.0.11/24"])?;
+    rs.set_sysctl("net.ipv4.conf.all.rp_filter", "1")?;
+    let sysctls_before = sysctls(&rs)?;
+    let path = config(
+        &rs,
+        &format!("[{{address: {VIP4}}}, {{address: 10.0.0.102, forwarding: tun}}]"),
+        "1s",
+    )?;
+    let mut agent = start_agent(&rs, &path)?;
+    wait_ready(&rs, &mut agent, VIP4)?;
+    let tunnel = rs.ip(["link", "show", "tunl0"]).is_ok();
+    if tunnel {
+        wait_ready(&rs, &mut agent, "10.0.0.102")?;
+        ensure!(rs.sysctl("net.ipv4.conf.all.rp_filter")? == "0");
+    }
+    let lo_before = rs.ip(["-o", "addr", "show", "dev", "lo"])?;
+
+    config(
+        &rs,
+        &format!("[{{address: {VIP4}}}, {{address: 10.0.0.101}}]"),
+        "1s",
+    )?;
+    agent.signal(Signal::SIGHUP);
+    wait_ready(&rs, &mut agent, "10.0.0.101")?;
+    ensure!(has_addr(&rs, "lo", "10.0.0.101/32")?, "new VIP not on lo");
+    let lo_after = rs.ip(["-o", "addr", "show", "dev", "lo"])?;
+    let position = |text: &str| text.find(&format!("{VIP4}/32"));
+    ensure!(
+        position(&lo_after).is_some() && position(&lo_after) == position(&lo_before),
+        "unchanged VIP moved on lo:\n{lo_before}\n{lo_after}"
+    );
+    ensure!(
+        !rs.ip(["-o", "addr", "show"])?.contains("10.0.0.102/"),
+        "removed VIP still held"
+    );
+    ensure!(
+        rs.sysctl("net.ipv4.conf.all.rp_filter")? == "1",
+        "rp_filter not restored once no VIP needs it"
+    );
+    ensure!(rs.sysctl("net.ipv4.conf.all.arp_ignore")? == "1");
+    ensure!(agent.log().contains("reloaded"), "{}", agent.log());
+
+    std::fs::write(&path, "vips: [{address: 10.0.0.300}]\n")?;
+    agent.signal(Signal::SIGHUP);
+    wait_for(
+        || agent.log().contains("reload refused"),
+        scaled(Duration::from_secs(10)),
+    )
+    .with_context(|| agent.log())?;
+    ensure!(
+        has_addr(&rs, "lo", "10.0.0.101/32")?,
+        "refused file applied"
+    );
+    stop(&mut agent)?;
+    ensure!(sysctls(&rs)? == sysctls_before, "sysctls after stop");
+    Ok(())
+}
+
 /// Drift: a VIP deleted by hand comes back, and a sysctl reset by hand (no
 /// netlink notification for it) is set again within the reconcile period;
 /// both are reported in the log and counted in the VIP's status.
@@ -480,6 +550,271 @@ fn preflight_reports_conflicts_and_changes_nothing() -> Result<()> {
         )),
         "{}",
         out.stdout
+    );
+    Ok(())
+}
+
+const CTL_VIP: &str = "10.34.0.100";
+
+/// The topology the controller test applies: one director, one real server,
+/// and the DR service `web` only when `with_service`.
+fn controller_topology(with_service: bool) -> String {
+    let services = if with_service {
+        format!(
+            r#"services:
+  - name: web
+    directorGroup: web-lb
+    vip: {CTL_VIP}
+    port: 80
+    protocol: tcp
+    scheduler: wrr
+    forwarding: dr
+    healthCheck:
+      tcp: {{}}
+      interval: 500ms
+      timeout: 200ms
+    realServers:
+      - {{node: rs1, port: 80, weight: 1}}
+"#
+        )
+    } else {
+        "services: []\n".to_string()
+    };
+    format!(
+        r#"nodes:
+  - {{name: ds1, role: director, address: 10.34.0.1}}
+  - {{name: rs1, role: realserver, address: 10.34.0.11}}
+directorGroups:
+  - name: web-lb
+    interface: eth0
+    vrrp:
+      version: 3
+      advertInterval: 100ms
+      instances:
+        - name: VI_1
+          vrid: 34
+          vips: [{CTL_VIP}/24]
+          priorities: {{ds1: 100}}
+{services}"#
+    )
+}
+
+/// The weight of rs1 in the director's last good configuration (what the
+/// controller pushed it), `None` while it has none or no such real server.
+fn director_weight(state: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(state.join("director-last-good.json")).ok()?;
+    let envelope: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let config: serde_json::Value = serde_json::from_str(envelope["config"].as_str()?).ok()?;
+    let rs = config["services"].as_array()?.first()?["realServers"]
+        .as_array()?
+        .first()?
+        .clone();
+    Some(rs["weight"].as_u64().unwrap_or(0))
+}
+
+fn lbctl(ctl: &Host, url: &str, args: &[&str]) -> Result<String> {
+    let bin = bin_path("lbctl");
+    let mut argv = vec![bin.to_str().context("path")?, "--controller", url];
+    argv.extend_from_slice(args);
+    Ok(ctl.run_ok(argv)?)
+}
+
+fn apply(ctl: &Host, url: &str, file: &std::path::Path, message: &str) -> Result<String> {
+    Ok(lb_lab::wait_for_ok(
+        || {
+            lbctl(
+                ctl,
+                url,
+                &[
+                    "apply",
+                    "-f",
+                    file.to_str().unwrap_or_default(),
+                    "-m",
+                    message,
+                ],
+            )
+        },
+        scaled(Duration::from_secs(10)),
+    )?)
+}
+
+fn start_controlled_agent(host: &Host, url: &str) -> Result<Proc> {
+    let bin = agent_bin();
+    let state = state_dir(host);
+    let argv = [
+        bin.to_str().context("path")?,
+        "realserver",
+        "--controller",
+        url,
+        "--node",
+        host.name(),
+        "--state-dir",
+        state.to_str().context("path")?,
+    ];
+    let cmd = host.command(argv).env("RUST_LOG", "info");
+    Ok(host.spawn_cmd(cmd, &format!("agent-{}", host.name()))?)
+}
+
+/// In: `lb-controller` (embedded store) on a lab host, a director agent and
+/// a real-server agent both started with `--controller` and no file; the
+/// topology applied with `lbctl` before the real-server agent starts; then
+/// applied without the service, then with it again; then the controller is
+/// stopped and the real-server agent restarted.
+/// Out: the director is pushed rs1 at weight 0 until rs1's agent reports the
+/// VIP ready, and at weight 1 after; rs1 holds the VIP on lo with the ARP
+/// sysctls and `lbctl status` shows it ready; the apply without the service
+/// takes the VIP off lo and puts every sysctl back; the restarted agent runs
+/// the stored configuration with the controller gone; SIGTERM leaves the
+/// sysctls and addresses as they were before any agent ran.
+#[test]
+fn controller_pushes_the_vips_and_gates_the_director_on_readiness() -> Result<()> {
+    let lab = Lab::new("rs-ctl")?;
+    let ctl = lab.host("ctl", &["10.34.0.50/24"])?;
+    let ds1 = lab.host("ds1", &["10.34.0.1/24"])?;
+    let rs1 = lab.host("rs1", &["10.34.0.11/24"])?;
+    let _www = rs1.http_server(80)?;
+    let url = "http://10.34.0.50:7000";
+    let with = lab.dir().join("with.yaml");
+    let without = lab.dir().join("without.yaml");
+    std::fs::write(&with, controller_topology(true))?;
+    std::fs::write(&without, controller_topology(false))?;
+    let sysctls_before = sysctls(&rs1)?;
+    let addresses_before = addresses(&rs1)?;
+
+    let data = ctl.lab_dir().join("ctl-data");
+    let mut controller = ctl.spawn([
+        bin_path("lb-controller").to_str().context("path")?,
+        "--listen",
+        "10.34.0.50:7000",
+        "--data-dir",
+        data.to_str().context("path")?,
+    ])?;
+    let ds_state = ds1.lab_dir().join("state-ds1");
+    let _director = ds1.spawn([
+        agent_bin().to_str().context("path")?,
+        "director",
+        "--controller",
+        url,
+        "--node",
+        "ds1",
+        "--state-dir",
+        ds_state.to_str().context("path")?,
+    ])?;
+    let applied = apply(&ctl, url, &with, "first")
+        .with_context(|| format!("lbctl apply never succeeded:\n{}", controller.log()))?;
+    ensure!(applied.contains("revision"), "lbctl apply said: {applied}");
+
+    // No real-server agent yet: the director gets rs1 with weight 0.
+    wait_for(
+        || director_weight(&ds_state) == Some(0),
+        scaled(Duration::from_secs(15)),
+    )
+    .with_context(|| {
+        format!(
+            "director never pushed rs1 at weight 0:\n{}",
+            controller.log()
+        )
+    })?;
+
+    let mut agent = start_controlled_agent(&rs1, url)?;
+    wait_ready(&rs1, &mut agent, CTL_VIP)?;
+    ensure!(
+        has_addr(&rs1, "lo", &format!("{CTL_VIP}/32"))?,
+        "VIP not on lo: {:?}\n{}",
+        addresses(&rs1),
+        agent.log()
+    );
+    for dev in ["all", "lo", "eth0"] {
+        ensure!(rs1.sysctl(&format!("net.ipv4.conf.{dev}.arp_ignore"))? == "1");
+        ensure!(rs1.sysctl(&format!("net.ipv4.conf.{dev}.arp_announce"))? == "2");
+    }
+    ensure!(
+        state_dir(&rs1).join("realserver-last-good.json").exists(),
+        "the pushed configuration was not stored"
+    );
+    // The controller sees it ready, and only then lets the director use it.
+    let status = wait_for_some(
+        || {
+            lbctl(&ctl, url, &["status"]).ok().filter(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("rs1 ") && l.contains(" 1/1 "))
+            })
+        },
+        scaled(Duration::from_secs(10)),
+    )
+    .with_context(|| {
+        format!(
+            "controller never showed rs1 ready: {:?}",
+            lbctl(&ctl, url, &["status"])
+        )
+    })?;
+    ensure!(status.contains("yes"), "lbctl status: {status}");
+    wait_for(
+        || director_weight(&ds_state) == Some(1),
+        scaled(Duration::from_secs(15)),
+    )
+    .with_context(|| {
+        format!(
+            "director never pushed rs1 at weight 1:\n{}",
+            controller.log()
+        )
+    })?;
+
+    // The service goes: the VIP leaves lo and the sysctls go back.
+    apply(&ctl, url, &without, "no service")?;
+    wait_for(
+        || !has_addr(&rs1, "lo", &format!("{CTL_VIP}/32")).unwrap_or(true),
+        scaled(Duration::from_secs(15)),
+    )
+    .with_context(|| format!("VIP still on lo:\n{}", agent.log()))?;
+    wait_for(
+        || sysctls(&rs1).is_ok_and(|s| s == sysctls_before),
+        scaled(Duration::from_secs(5)),
+    )
+    .with_context(|| {
+        format!(
+            "sysctls not restored: {:?} (was {sysctls_before:?})",
+            sysctls(&rs1)
+        )
+    })?;
+    ensure!(agent.is_running(), "agent stopped:\n{}", agent.log());
+
+    // Back again; then the controller goes and the agent restarts.
+    apply(&ctl, url, &with, "service again")?;
+    wait_ready(&rs1, &mut agent, CTL_VIP)?;
+    controller.kill();
+    stop(&mut agent)?;
+    ensure!(
+        !has_addr(&rs1, "lo", &format!("{CTL_VIP}/32"))?,
+        "VIP left on lo by SIGTERM"
+    );
+    // The status file of the stopped run says ready; only a new one counts.
+    std::fs::remove_file(state_dir(&rs1).join("realserver-status.json"))?;
+    let mut agent = start_controlled_agent(&rs1, url)?;
+    wait_for(
+        || {
+            agent
+                .log()
+                .contains("starting from the stored configuration")
+        },
+        scaled(Duration::from_secs(10)),
+    )
+    .with_context(|| format!("did not start from its store:\n{}", agent.log()))?;
+    wait_ready(&rs1, &mut agent, CTL_VIP)?;
+    ensure!(
+        has_addr(&rs1, "lo", &format!("{CTL_VIP}/32"))?,
+        "VIP not on lo: {:?}\n{}",
+        addresses(&rs1),
+        agent.log()
+    );
+    stop(&mut agent)?;
+    ensure!(
+        sysctls(&rs1)? == sysctls_before,
+        "sysctls after the last stop"
+    );
+    ensure!(
+        addresses(&rs1)? == addresses_before,
+        "addresses after the last stop"
     );
     Ok(())
 }

@@ -202,6 +202,34 @@ fn election_kill9_and_preempt_back() -> Result<()> {
     Ok(())
 }
 
+// In: the master's VIP deleted by hand (`ip addr del`), three times.
+// Out: each time the master puts it back within a bounded time (it hears
+// the address notification), logs that it did, and the backup never
+// becomes master.
+#[test]
+fn vip_deleted_on_the_master_comes_back() -> Result<()> {
+    let lab = Lab::new("vrrp-drift")?;
+    let mut d = directors(&lab, &["d1", "d2"], &group("100ms", "d1: 200, d2: 100", ""))?;
+    d[0].start()?;
+    d[1].start()?;
+    wait_single_master(&d, 0, Duration::from_secs(3))?;
+    for _ in 0..3 {
+        d[0].host
+            .ip(["addr", "del", &format!("{VIP}/24"), "dev", "eth0"])?;
+        wait_for(|| d[0].has(VIP), scaled(Duration::from_secs(2)))
+            .with_context(|| format!("the VIP did not come back:\n{}", tail(&d[0].log())))?;
+    }
+    stays(&d, 0, Duration::from_millis(500))?;
+    let d1 = strip_ansi(&d[0].log());
+    ensure!(
+        d1.matches("VIP went missing while master").count() >= 3,
+        "d1 did not report the VIP it put back:\n{d1}"
+    );
+    let d2 = strip_ansi(&d[1].log());
+    ensure!(!d2.contains("to=\"MASTER\""), "d2 became master:\n{d2}");
+    Ok(())
+}
+
 // In: two agents that send adverts by unicast to each other (no
 // multicast), and a third agent, not in their peer list, that sends them
 // priority-250 adverts by unicast. Out: the election follows the peers'
@@ -295,6 +323,209 @@ fn sync_group_moves_together_on_fault() -> Result<()> {
     d[0].host.ip(["link", "set", "trk0", "up"])?;
     wait_for(|| on(&d[0]) && off(&d[1]), scaled(Duration::from_secs(3)))
         .with_context(|| d[0].log())?;
+    Ok(())
+}
+
+/// Drops (or lets through again) VRRP adverts of `vrid` arriving on
+/// `host`'s eth0: tc redirects them to a veth pair nobody listens on (this
+/// kernel has no drop action, `act_gact`).
+fn deafen(host: &Host, vrid: u8, on: bool) -> Result<()> {
+    let pref = vrid.to_string();
+    if !on {
+        host.run_ok([
+            "tc", "filter", "del", "dev", "eth0", "ingress", "pref", &pref,
+        ])?;
+        return Ok(());
+    }
+    if host.ip(["link", "show", "sink0"]).is_err() {
+        host.ip([
+            "link", "add", "name", "sink0", "type", "veth", "peer", "name", "sink1",
+        ])?;
+        host.ip(["link", "set", "sink0", "up"])?;
+        host.ip(["link", "set", "sink1", "up"])?;
+        host.run_ok(["tc", "qdisc", "add", "dev", "eth0", "clsact"])?;
+    }
+    // IP protocol 112 at byte 9, the VRID right after a 20-byte IP header.
+    host.run_ok([
+        "tc", "filter", "add", "dev", "eth0", "ingress", "pref", &pref, "protocol", "ip", "u32",
+        "match", "u8", "112", "0xff", "at", "9", "match", "u8", &pref, "0xff", "at", "21",
+        "action", "mirred", "egress", "redirect", "dev", "sink0",
+    ])?;
+    Ok(())
+}
+
+/// Whether `log` has a transition of `instance` to `to` for `reason`.
+fn logged_transition(log: &str, instance: &str, to: &str, reason: &str) -> bool {
+    strip_ansi(log).lines().any(|l| {
+        l.contains(&format!("instance={instance}"))
+            && l.contains(&format!("to=\"{to}\""))
+            && l.contains(&format!("reason=\"{reason}\""))
+    })
+}
+
+// In: VI_1 (vrid 31) and VI_2 (vrid 32) in one sync group on two agents,
+// d1 200 and d2 100 for both; adverts are dropped on their way into d2,
+// first VI_2's, then VI_1's too, then VI_1's pass again.
+// Out: hearing no master for VI_2, d2's VI_2 wants to take over but waits
+// for the rest of the group, so d1 keeps both VIPs (no split). Deaf to VI_1
+// too, d2's VI_1 takes over and VI_2 follows it to MASTER. When VI_1 hears
+// d1 again it goes back to BACKUP and VI_2, still deaf to d1, follows it to
+// BACKUP: d2 holds neither VIP and d1 both.
+#[test]
+fn sync_group_follows_master_and_backup() -> Result<()> {
+    let lab = Lab::new("vrrp-syncms")?;
+    let groups = r#"  - name: g
+    interface: eth0
+    vrrp:
+      version: 3
+      advertInterval: 100ms
+      syncGroups:
+        - {name: both, instances: [VI_1, VI_2]}
+      instances:
+        - name: VI_1
+          vrid: 31
+          vips: [10.31.0.100/24]
+          priorities: {d1: 200, d2: 100}
+        - name: VI_2
+          vrid: 32
+          vips: [10.31.0.101/24]
+          priorities: {d1: 200, d2: 100}
+"#;
+    let mut d = directors(&lab, &["d1", "d2"], groups)?;
+    d[0].start()?;
+    d[1].start()?;
+    let on = |x: &Director| x.has("10.31.0.100") && x.has("10.31.0.101");
+    let off = |x: &Director| !x.has("10.31.0.100") && !x.has("10.31.0.101");
+    let both_on_d1 = |d: &[Director]| on(&d[0]) && off(&d[1]);
+    wait_for(|| both_on_d1(&d), scaled(Duration::from_secs(3))).with_context(|| d[1].log())?;
+
+    deafen(&d[1].host, 32, true)?;
+    wait_for(
+        || strip_ansi(&d[1].log()).contains("waiting for the rest of the sync group"),
+        scaled(Duration::from_secs(3)),
+    )
+    .with_context(|| d[1].log())?;
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        ensure!(both_on_d1(&d), "the group split:\n{}", tail(&d[1].log()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    deafen(&d[1].host, 31, true)?;
+    wait_for(|| on(&d[1]), scaled(Duration::from_secs(3))).with_context(|| d[1].log())?;
+    ensure!(
+        logged_transition(&d[1].log(), "VI_2", "MASTER", "sync group"),
+        "VI_2 did not follow VI_1 to MASTER:\n{}",
+        d[1].log()
+    );
+
+    deafen(&d[1].host, 31, false)?;
+    wait_for(|| both_on_d1(&d), scaled(Duration::from_secs(3))).with_context(|| d[1].log())?;
+    ensure!(
+        logged_transition(&d[1].log(), "VI_2", "BACKUP", "sync group"),
+        "VI_2 did not follow VI_1 to BACKUP:\n{}",
+        d[1].log()
+    );
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        ensure!(both_on_d1(&d), "the group split:\n{}", tail(&d[1].log()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The MAC address `host` has for `ip`, from `ip neigh`.
+fn neighbour_mac(host: &Host, ip: &str) -> Option<String> {
+    let out = host.ip(["neigh", "show", ip]).ok()?;
+    let mut words = out.split_whitespace();
+    words.find(|w| *w == "lladdr")?;
+    words.next().map(str::to_string)
+}
+
+// In: two agents with useVmac (vrid 31), a client on the segment that pings
+// the VIP; SIGTERM to the master; kill -9 of the new master and a restart.
+// Out: the VIP lives on the macvlan device `vrrp.31` with MAC
+// 00:00:5e:00:01:1f, and that is the MAC in the client's ARP entry for the
+// VIP, before and after the failover (the client needs no ARP change); the
+// stopped agent removed its device; the restarted one adopts the device and
+// its VIP; a clean stop removes it.
+#[test]
+fn vmac_keeps_the_clients_arp_entry_across_failover() -> Result<()> {
+    let lab = Lab::new("vrrp-vmac")?;
+    let extra = "          useVmac: true\n";
+    let mut d = directors(
+        &lab,
+        &["d1", "d2"],
+        &group("100ms", "d1: 200, d2: 100", extra),
+    )?;
+    let client = lab.host("c", &["10.31.0.50/24"])?;
+    let vmac = "00:00:5e:00:01:1f";
+    let on_vmac = |x: &Director| {
+        x.host
+            .ip(["-br", "addr", "show", "dev", "vrrp.31"])
+            .map(|out| {
+                out.split_whitespace()
+                    .any(|w| w.split('/').next() == Some(VIP))
+            })
+            .unwrap_or(false)
+    };
+    let device = |x: &Director| x.host.ip(["link", "show", "vrrp.31"]).ok();
+    let ping = || client.run_ok(["ping", "-c1", "-W1", VIP]).is_ok();
+    d[0].start()?;
+    d[1].start()?;
+    wait_for(
+        || on_vmac(&d[0]) && !on_vmac(&d[1]),
+        scaled(Duration::from_secs(3)),
+    )
+    .with_context(|| format!("{}\n{}", tail(&d[0].log()), tail(&d[1].log())))?;
+    let link = device(&d[0]).context("no vrrp.31 on d1")?;
+    ensure!(
+        link.contains(vmac),
+        "vrrp.31 on d1 has not the virtual MAC:\n{link}"
+    );
+    ensure!(!d[0].has(VIP), "the VIP is on eth0 too");
+    wait_for(ping, scaled(Duration::from_secs(3))).context("the client cannot ping the VIP")?;
+    let before = neighbour_mac(&client, VIP);
+    ensure!(
+        before.as_deref() == Some(vmac),
+        "client's ARP entry for the VIP: {before:?}"
+    );
+
+    let status = d[0].agent().terminate(Duration::from_secs(5));
+    ensure!(status.success(), "agent exited with {status:?} on SIGTERM");
+    ensure!(
+        device(&d[0]).is_none(),
+        "d1 left vrrp.31 behind after SIGTERM"
+    );
+    wait_for(|| on_vmac(&d[1]), scaled(Duration::from_secs(3))).with_context(|| d[1].log())?;
+    wait_for(ping, scaled(Duration::from_secs(3))).with_context(|| {
+        format!(
+            "the client cannot ping the VIP on d2:\n{}",
+            tail(&d[1].log())
+        )
+    })?;
+    let after = neighbour_mac(&client, VIP);
+    ensure!(
+        after == before,
+        "client's ARP entry changed: {before:?} -> {after:?}"
+    );
+
+    d[1].agent().kill();
+    ensure!(on_vmac(&d[1]), "the VIP went with the killed process");
+    d[1].start()?;
+    wait_for(
+        || strip_ansi(&d[1].log()).contains("adopted=true"),
+        scaled(Duration::from_secs(3)),
+    )
+    .with_context(|| d[1].log())?;
+    ensure!(on_vmac(&d[1]), "the restarted agent did not keep the VIP");
+    wait_for(ping, scaled(Duration::from_secs(3))).context("no ping after the restart")?;
+    let status = d[1].agent().terminate(Duration::from_secs(5));
+    ensure!(status.success(), "agent exited with {status:?} on SIGTERM");
+    ensure!(
+        device(&d[1]).is_none(),
+        "d2 left vrrp.31 behind after SIGTERM"
+    );
     Ok(())
 }
 

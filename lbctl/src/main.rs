@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lb_proto::v1::controller_service_client::ControllerServiceClient;
 use lb_proto::v1::{
     ApplyRequest, ApplyResponse, DeleteRequest, DrainRequest, GetRequest, HistoryRequest,
-    ListRequest, NodeStatus, ObjectKind, RollbackRequest, StatusRequest, Topology,
+    ListRequest, NodeRole, NodeStatus, ObjectKind, RollbackRequest, StatusRequest, Topology,
     WatchEventsRequest, apply_request, event, object,
 };
 use tonic::transport::Channel;
@@ -207,26 +207,42 @@ fn print_apply(r: &ApplyResponse, dry_run: bool) {
 
 fn status_table(nodes: &[NodeStatus]) -> String {
     let mut out = format!(
-        "{:<16} {:<11} {:<10} {:>7} {:>8} {:<10} {}\n",
-        "NODE", "ROLE", "CONNECTED", "PUSHED", "APPLIED", "REPLICA", "LAST ERROR"
+        "{:<16} {:<11} {:<10} {:>7} {:>8} {:<10} {:<10} {}\n",
+        "NODE", "ROLE", "CONNECTED", "PUSHED", "APPLIED", "REPLICA", "VIPS READY", "LAST ERROR"
     );
+    let mut not_ready = String::new();
     for n in nodes {
         let error = n
             .last_error
             .as_ref()
             .map(|e| format!("{}: {}", e.code, e.message))
             .unwrap_or_default();
+        // Real servers: how many of their VIPs the agent reports ready.
+        let vips = n.status.as_ref().map(|s| s.vips.as_slice()).unwrap_or(&[]);
+        let ready = if n.role() == NodeRole::Realserver {
+            format!("{}/{}", vips.iter().filter(|v| v.ready).count(), vips.len())
+        } else {
+            "-".to_string()
+        };
+        for v in vips.iter().filter(|v| !v.ready) {
+            not_ready.push_str(&format!(
+                "{}: VIP {} not ready: {}\n",
+                n.node, v.address, v.reason
+            ));
+        }
         out.push_str(&format!(
-            "{:<16} {:<11} {:<10} {:>7} {:>8} {:<10} {}\n",
+            "{:<16} {:<11} {:<10} {:>7} {:>8} {:<10} {:<10} {}\n",
             n.node,
             n.role().as_str_name(),
             if n.connected { "yes" } else { "no" },
             n.pushed_revision,
             n.applied_revision,
             n.replica,
+            ready,
             error
         ));
     }
+    out.push_str(&not_ready);
     out
 }
 

@@ -40,6 +40,8 @@ pub struct Options {
     pub api: Option<SocketAddr>,
     /// Metrics address.
     pub metrics: Option<SocketAddr>,
+    /// SCHED_RR priority of the VRRP thread (1..=99), if any.
+    pub realtime_priority: Option<u8>,
 }
 
 /// Why the director process cannot run.
@@ -184,7 +186,7 @@ async fn start_standalone(
         }
     };
     let node = node_of(options, cfg.as_ref());
-    let kernel = Kernel::connect()?;
+    let kernel = Kernel::connect(Some(super::vrrp_thread(options.realtime_priority)?))?;
     match super::start(cfg, None, &node, options.state_dir.clone(), kernel).await {
         Ok(d) => Ok(d),
         Err(e) => Err(match read_error {
@@ -219,6 +221,7 @@ async fn start_controlled(
         state_dir: state_dir.clone(),
         director: None,
         started_tx,
+        vrrp_runtime: Some(super::vrrp_thread(options.realtime_priority)?),
     };
     let applied = match stored {
         Ok(Some(s)) => {
@@ -227,7 +230,8 @@ async fn start_controlled(
                 epoch = s.epoch,
                 "starting from the stored configuration until the controller answers"
             );
-            let d = super::start(None, None, &node, Some(state_dir), Kernel::connect()?).await?;
+            let kernel = Kernel::connect(applier.vrrp_runtime.clone())?;
+            let d = super::start(None, None, &node, Some(state_dir), kernel).await?;
             applier.started_tx.send_replace(Some(d.0.clone()));
             applier.director = Some(d.0);
             (s.epoch, s.revision)
@@ -292,6 +296,7 @@ struct ControllerApplier {
     state_dir: PathBuf,
     director: Option<DirectorHandle>,
     started_tx: watch::Sender<Option<DirectorHandle>>,
+    vrrp_runtime: Option<tokio::runtime::Handle>,
 }
 
 #[async_trait::async_trait]
@@ -316,7 +321,7 @@ impl Applier for ControllerApplier {
                 .map(|_| ())
                 .map_err(|e| e.detail()),
             None => {
-                let kernel = Kernel::connect().map_err(|e| e.detail())?;
+                let kernel = Kernel::connect(self.vrrp_runtime.clone()).map_err(|e| e.detail())?;
                 let (d, _task) = super::start(
                     Some(cfg),
                     revision,

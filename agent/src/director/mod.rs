@@ -460,13 +460,22 @@ pub struct Kernel {
     /// IPVS, when the kernel has it (a director with services and no IPVS
     /// runs VRRP and checks, reports the error and retries every reconcile).
     pub ipvs: Option<IpvsHandle>,
+    /// The runtime VRRP instances run on (a thread of their own, so health
+    /// checks and applies never delay an advertisement); `None`: the
+    /// caller's.
+    pub vrrp_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Kernel {
-    /// The real kernel: rtnetlink for VIPs, generic netlink for IPVS.
-    pub fn connect() -> Result<Self, DirectorError> {
-        let vips = crate::netif::Rtnl::connect()
-            .map_err(|e| DirectorError::Setup(format!("rtnetlink: {e}")))?;
+    /// The real kernel: rtnetlink for VIPs, generic netlink for IPVS. The
+    /// rtnetlink connection runs on `vrrp_runtime` when given, beside the
+    /// instances that use it.
+    pub fn connect(vrrp_runtime: Option<tokio::runtime::Handle>) -> Result<Self, DirectorError> {
+        let vips = {
+            let _guard = vrrp_runtime.as_ref().map(|h| h.enter());
+            crate::netif::Rtnl::connect()
+                .map_err(|e| DirectorError::Setup(format!("rtnetlink: {e}")))?
+        };
         let ipvs = match IpvsHandle::spawn() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -477,8 +486,56 @@ impl Kernel {
         Ok(Kernel {
             vips: Arc::new(vips),
             ipvs,
+            vrrp_runtime,
         })
     }
+}
+
+/// Starts a thread for VRRP with a runtime of its own and returns its
+/// handle; with `realtime_priority` (1..=99) the thread runs SCHED_RR at
+/// that priority, as keepalived's `vrrp_rt_priority` does, so that a loaded
+/// machine does not delay advertisements into false takeovers. The thread
+/// lives as long as the process.
+pub fn vrrp_thread(realtime_priority: Option<u8>) -> Result<tokio::runtime::Handle, DirectorError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("vrrp".into())
+        .spawn(move || {
+            if let Some(p) = realtime_priority {
+                use thread_priority::{
+                    RealtimeThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+                    set_thread_priority_and_policy, thread_native_id,
+                };
+                let set = p.try_into().map_err(|e| format!("{e:?}")).and_then(|v| {
+                    set_thread_priority_and_policy(
+                        thread_native_id(),
+                        ThreadPriority::Crossplatform(v),
+                        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::RoundRobin),
+                    )
+                    .map_err(|e| format!("{e:?}"))
+                });
+                match set {
+                    Ok(()) => info!(priority = p, "VRRP thread runs SCHED_RR"),
+                    Err(e) => warn!(priority = p, error = %e, "VRRP thread priority not set"),
+                }
+            }
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(rt.handle().clone()));
+            rt.block_on(std::future::pending::<()>());
+        })
+        .map_err(|e| DirectorError::Setup(format!("VRRP thread: {e}")))?;
+    rx.recv()
+        .map_err(|e| DirectorError::Setup(format!("VRRP thread: {e}")))?
+        .map_err(|e| DirectorError::Setup(format!("VRRP runtime: {e}")))
 }
 
 /// Starts a director on `config`, adopting what the kernel holds. When
@@ -606,8 +663,7 @@ pub async fn start(
     // Adopt: what the kernel holds is assumed healthy until checked.
     let kernel_table = d.dump().await;
     let assumed = assumed_up(&plan, kernel_table.as_ref());
-    d.health.apply_assuming(d.health_specs(), assumed).await?;
-    d.absorb_health_events().await;
+    d.apply_health(assumed).await?;
     d.sync_quorum_hooks();
     d.desired = d.compute_desired();
     let operations = match &kernel_table {
@@ -867,6 +923,29 @@ impl Director {
                 s
             })
             .collect()
+    }
+
+    /// Gives the runner the current checks and takes its events meanwhile
+    /// (it queues one action per destination before it answers: with
+    /// thousands of real servers the queue must be drained while waiting).
+    /// Returns the services whose weights moved.
+    async fn apply_health(
+        &mut self,
+        assumed_up: HashSet<(String, SocketAddr)>,
+    ) -> Result<BTreeSet<String>, runner::ApplyError> {
+        let health = self.health.clone();
+        let specs = self.health_specs();
+        let apply = health.apply_assuming(specs, assumed_up);
+        tokio::pin!(apply);
+        let mut touched = BTreeSet::new();
+        let result = loop {
+            tokio::select! {
+                r = &mut apply => break r,
+                Some(ev) = self.health_rx.recv() => self.on_health(ev, &mut touched),
+            }
+        };
+        touched.extend(self.absorb_health_events().await);
+        result.map(|()| touched)
     }
 
     /// Takes every health event already queued (after an apply of the
@@ -1278,6 +1357,7 @@ impl Director {
                 vec![]
             };
             let (shutdown_tx, shutdown_rx) = watch::channel(false);
+            let _runtime = self.kernel.vrrp_runtime.as_ref().map(|h| h.enter());
             let handles = crate::vrrp::start(
                 planned,
                 &sync,
@@ -1384,7 +1464,7 @@ impl Director {
         let old_plan = std::mem::replace(&mut self.plan, plan);
         let old_drained = self.drained.clone();
         self.drained.retain(|k, _| keep(k));
-        if let Err(e) = self.health.apply(self.health_specs()).await {
+        if let Err(e) = self.apply_health(HashSet::new()).await {
             self.plan = old_plan;
             self.drained = old_drained;
             return Err(e.into());
@@ -1474,8 +1554,7 @@ impl Director {
             self.drained.insert(id.clone(), until);
             info!(service, real_server, ?deadline, "draining");
         }
-        self.health.apply(self.health_specs()).await?;
-        let mut touched = self.absorb_health_events().await;
+        let mut touched = self.apply_health(HashSet::new()).await?;
         touched.insert(service.to_string());
         self.apply_services(&touched).await;
         self.publish();
@@ -1545,32 +1624,41 @@ impl Director {
                     "instance {instance}: not a VRRP instance of this director"
                 ))
             })?;
-        let hooks = self
-            .failover
-            .get(instance)
-            .ok_or_else(|| DirectorError::NotFound(format!("instance {instance}: no hooks")))?;
-        let generation = hooks.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        // A sync group moves as one: its members take over only together,
+        // so a forced take (or release) applies to every member.
+        let members: Vec<String> = self
+            .units
+            .iter()
+            .find(|u| u.names.iter().any(|n| n == instance))
+            .map(|u| u.names.clone())
+            .unwrap_or_else(|| vec![instance.to_string()]);
         let (release, take) = match action {
             Failover::Release => (false, false),
             Failover::Take => (true, true),
         };
-        hooks.release_tx.send_replace(release);
-        hooks.take_tx.send_replace(take);
-        info!(instance, ?action, ?hold, "forced failover");
-        let (release_tx, take_tx, gen_now) = (
-            hooks.release_tx.clone(),
-            hooks.take_tx.clone(),
-            hooks.generation.clone(),
-        );
-        let instance = instance.to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep(hold).await;
-            if gen_now.load(Ordering::SeqCst) == generation {
-                info!(instance, "forced failover hold ended");
-                release_tx.send_replace(true);
-                take_tx.send_replace(false);
-            }
-        });
+        for name in members {
+            let hooks = self
+                .failover
+                .get(&name)
+                .ok_or_else(|| DirectorError::NotFound(format!("instance {name}: no hooks")))?;
+            let generation = hooks.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            hooks.release_tx.send_replace(release);
+            hooks.take_tx.send_replace(take);
+            info!(instance = %name, ?action, ?hold, "forced failover");
+            let (release_tx, take_tx, gen_now) = (
+                hooks.release_tx.clone(),
+                hooks.take_tx.clone(),
+                hooks.generation.clone(),
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(hold).await;
+                if gen_now.load(Ordering::SeqCst) == generation {
+                    info!(instance = %name, "forced failover hold ended");
+                    release_tx.send_replace(true);
+                    take_tx.send_replace(false);
+                }
+            });
+        }
         Ok(status)
     }
 

@@ -86,7 +86,7 @@ pub fn assess(desired: &Desired, facts: &Facts) -> Vec<Finding> {
                         .into(),
             });
         }
-        if let Mode::Tun(device) = &vip.mode {
+        if let Mode::Tun(device) | Mode::Gue { device, .. } = &vip.mode {
             let exists = facts.observed.links.contains_key(device.name());
             match facts.modules.get(device).copied().unwrap_or(ModuleState::Missing) {
                 _ if exists => {}
@@ -192,7 +192,7 @@ pub async fn gather(kernel: &Kernel, desired: &Desired) -> Result<Facts, KernelE
     }
     let mut modules = BTreeMap::new();
     for vip in &desired.vips {
-        if let Mode::Tun(device) = vip.mode {
+        if let Mode::Tun(device) | Mode::Gue { device, .. } = vip.mode {
             modules.insert(device, module_state(device, &release));
         }
     }

@@ -20,6 +20,14 @@ pub enum Mode {
     Dr,
     /// On the decapsulating tunnel device.
     Tun(TunnelDevice),
+    /// GUE: a fou receive port hands the inner packet to the fallback IP
+    /// tunnel device (`tunl0`, `lb-ip6tnl`), which holds the VIP.
+    Gue {
+        /// The device that receives the inner packets.
+        device: TunnelDevice,
+        /// The UDP port the director sends to (`--tun-port`).
+        port: u16,
+    },
     /// Not bound; replies must route back through `gateway` (the director).
     Nat {
         /// The director's address.
@@ -32,7 +40,7 @@ impl Mode {
     pub fn forwarding(&self) -> Forwarding {
         match self {
             Mode::Dr => Forwarding::Dr,
-            Mode::Tun(_) => Forwarding::Tun,
+            Mode::Tun(_) | Mode::Gue { .. } => Forwarding::Tun,
             Mode::Nat { .. } => Forwarding::Nat,
         }
     }
@@ -108,17 +116,17 @@ pub enum DesiredError {
         /// What was given.
         gateway: String,
     },
-    /// An encapsulation this agent cannot terminate yet.
+    /// GUE without a usable UDP port.
     #[error(
-        "vips[{index}] {address}: tunnel type {kind} is not supported by the real-server agent yet (use ipip or gre)"
+        "vips[{index}] {address}: tunnel type gue needs tunnel.port, the UDP port the directors send to (1-65535), got {port}"
     )]
-    UnsupportedTunnel {
+    GueWithoutPort {
         /// Position in `vips`.
         index: usize,
         /// The VIP.
         address: IpAddr,
-        /// The type asked for.
-        kind: String,
+        /// What was given.
+        port: u32,
     },
     /// An unknown enum number.
     #[error("vips[{index}]: unknown forwarding {value}")]
@@ -141,7 +149,61 @@ pub enum DesiredError {
     },
 }
 
+impl DesiredError {
+    /// The object and field path the error is about, as the controller
+    /// reports them.
+    pub fn object_and_field(&self) -> (String, String) {
+        match self {
+            DesiredError::BadAddress { index, address } => {
+                (format!("vip '{address}'"), format!("vips[{index}].address"))
+            }
+            DesiredError::Duplicate { index, address } => {
+                (format!("vip {address}"), format!("vips[{index}].address"))
+            }
+            DesiredError::NatWithoutGateway { index, address }
+            | DesiredError::BadGateway { index, address, .. } => (
+                format!("vip {address}"),
+                format!("vips[{index}].natGateway"),
+            ),
+            DesiredError::GueWithoutPort { index, address, .. } => (
+                format!("vip {address}"),
+                format!("vips[{index}].tunnel.port"),
+            ),
+            DesiredError::BadForwarding { index, .. } => (
+                format!("vips[{index}]"),
+                format!("vips[{index}].forwarding"),
+            ),
+            DesiredError::BadInterval => ("settings".into(), "settings.reconcileInterval".into()),
+            DesiredError::BadInterface { index, .. } => {
+                ("node".into(), format!("interfaces[{index}]"))
+            }
+        }
+    }
+
+    /// The error as the controller reads it (code "invalid").
+    pub fn detail(&self) -> lb_proto::v1::ErrorDetail {
+        let (object, field) = self.object_and_field();
+        lb_proto::v1::ErrorDetail {
+            code: "invalid".into(),
+            message: self.to_string(),
+            object,
+            field,
+        }
+    }
+}
+
 impl Desired {
+    /// Nothing to hold: what a controlled agent runs before its first push.
+    pub fn empty(node: &str, state_dir: PathBuf) -> Desired {
+        Desired {
+            node: node.to_string(),
+            vips: Vec::new(),
+            interfaces: Vec::new(),
+            reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
+            state_dir,
+        }
+    }
+
     /// Checks `config` whole; the first problem found is returned.
     pub fn from_config(config: &RealServerConfig) -> Result<Desired, DesiredError> {
         let mut vips: Vec<Vip> = Vec::with_capacity(config.vips.len());
@@ -170,24 +232,32 @@ impl Desired {
                         .as_ref()
                         .map(|t| t.r#type())
                         .unwrap_or(tunnel::Type::Ipip);
-                    let device = match (kind, address.is_ipv4()) {
+                    match (kind, address.is_ipv4()) {
                         (tunnel::Type::Unspecified | tunnel::Type::Ipip, true) => {
-                            TunnelDevice::Ipip
+                            Mode::Tun(TunnelDevice::Ipip)
                         }
                         (tunnel::Type::Unspecified | tunnel::Type::Ipip, false) => {
-                            TunnelDevice::Ip6Tnl
+                            Mode::Tun(TunnelDevice::Ip6Tnl)
                         }
-                        (tunnel::Type::Gre, true) => TunnelDevice::Gre,
-                        (tunnel::Type::Gre, false) => TunnelDevice::Ip6Gre,
-                        (tunnel::Type::Gue, _) => {
-                            return Err(DesiredError::UnsupportedTunnel {
-                                index,
-                                address,
-                                kind: "gue".into(),
-                            });
+                        (tunnel::Type::Gre, true) => Mode::Tun(TunnelDevice::Gre),
+                        (tunnel::Type::Gre, false) => Mode::Tun(TunnelDevice::Ip6Gre),
+                        (tunnel::Type::Gue, v4) => {
+                            let port = v.tunnel.as_ref().map(|t| t.port).unwrap_or(0);
+                            let port = u16::try_from(port).ok().filter(|p| *p != 0).ok_or(
+                                DesiredError::GueWithoutPort {
+                                    index,
+                                    address,
+                                    port,
+                                },
+                            )?;
+                            let device = if v4 {
+                                TunnelDevice::Ipip
+                            } else {
+                                TunnelDevice::Ip6Tnl
+                            };
+                            Mode::Gue { device, port }
                         }
-                    };
-                    Mode::Tun(device)
+                    }
                 }
                 Forwarding::Nat => {
                     if v.nat_gateway.trim().is_empty() {
@@ -271,6 +341,7 @@ vips:
   - {address: "2001:db8::10", forwarding: tun}
   - {address: 192.0.2.11, forwarding: tun, tunnel: {type: gre}}
   - {address: 192.0.2.12, forwarding: nat, natGateway: 10.0.0.1}
+  - {address: 192.0.2.13, forwarding: tun, tunnel: {type: gue, port: 6080}}
 interfaces: [eth0]
 settings: {reconcileInterval: 250ms, stateDir: /run/lb}
 "#,
@@ -283,6 +354,13 @@ settings: {reconcileInterval: 250ms, stateDir: /run/lb}
             d.vips[3].mode,
             Mode::Nat {
                 gateway: "10.0.0.1".parse().unwrap()
+            }
+        );
+        assert_eq!(
+            d.vips[4].mode,
+            Mode::Gue {
+                device: TunnelDevice::Ipip,
+                port: 6080
             }
         );
         assert_eq!(d.reconcile_interval, Duration::from_millis(250));
@@ -312,7 +390,14 @@ settings: {reconcileInterval: 250ms, stateDir: /run/lb}
         ));
         let err = parse("vips: [{address: 192.0.2.10, forwarding: tun, tunnel: {type: gue}}]")
             .unwrap_err();
-        assert!(err.to_string().contains("gue is not supported"), "{err}");
+        assert!(err.to_string().contains("needs tunnel.port"), "{err}");
+        assert_eq!(err.object_and_field().1, "vips[0].tunnel.port");
+        assert!(matches!(
+            parse(
+                "vips: [{address: 192.0.2.10, forwarding: tun, tunnel: {type: gue, port: 70000}}]"
+            ),
+            Err(DesiredError::GueWithoutPort { port: 70000, .. })
+        ));
         assert!(matches!(
             parse("interfaces: ['eth 0']"),
             Err(DesiredError::BadInterface { index: 0, .. })

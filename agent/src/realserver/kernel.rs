@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::netif::{
     NetifError, Outcome, Rtnl,
+    fou::{FouError, FouSocket, GuePort},
     sysctl::{SysctlError, Sysctls},
     tunnel::TunnelDevice,
 };
@@ -23,6 +24,18 @@ pub enum KernelError {
     /// A sysctl.
     #[error(transparent)]
     Sysctl(#[from] SysctlError),
+    /// A GUE receive port.
+    #[error(transparent)]
+    Fou(#[from] FouError),
+}
+
+/// Runs one request on a fou socket of its own, off the runtime's thread.
+async fn fou<T: Send + 'static>(
+    f: impl FnOnce(&mut FouSocket) -> Result<T, FouError> + Send + 'static,
+) -> Result<T, FouError> {
+    tokio::task::spawn_blocking(move || f(&mut FouSocket::connect()?))
+        .await
+        .map_err(|e| FouError::Io(std::io::Error::other(e)))?
 }
 
 /// The kernel of the agent's network namespace.
@@ -77,6 +90,19 @@ impl Kernel {
             }
         }
         observed.default_gateways = self.rtnl.default_gateways().await?.into_iter().collect();
+        let gue_wanted = desired.is_some_and(|d| {
+            d.vips
+                .iter()
+                .any(|v| matches!(v.mode, super::desired::Mode::Gue { .. }))
+        });
+        if gue_wanted || !reconciler.ledger.created_gue_ports.is_empty() {
+            match fou(|s| s.gue_ports()).await {
+                Ok(ports) => observed.gue_ports = ports.into_iter().collect(),
+                // No fou module: no port is open; the VIP says why.
+                Err(FouError::NoFamily) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         for key in reconciler.sysctl_keys(desired, &observed) {
             match self.sysctls.read(&key) {
                 Ok(v) => {
@@ -94,6 +120,22 @@ impl Kernel {
     pub async fn execute(&self, action: &Action) -> Result<Outcome, KernelError> {
         Ok(match action {
             Action::CreateTunnel(device) => self.rtnl.ensure_tunnel(*device).await?,
+            Action::AddGuePort(port) => {
+                let port: GuePort = *port;
+                match fou(move |s| s.add(port)).await? {
+                    true => Outcome::Changed,
+                    false => Outcome::AlreadyThere,
+                }
+            }
+            Action::DelGuePort(port) => {
+                let port: GuePort = *port;
+                match fou(move |s| s.delete(port)).await {
+                    Ok(true) => Outcome::Changed,
+                    // Gone already, with the module or by hand.
+                    Ok(false) | Err(FouError::NoFamily) => Outcome::AlreadyThere,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Action::SetLinkUp(device) => self.rtnl.set_link_up(device, true).await?,
             Action::SetLinkDown(device) => match self.rtnl.set_link_up(device, false).await {
                 Err(NetifError::NoSuchLink { .. }) => Outcome::AlreadyThere,

@@ -29,6 +29,9 @@
 //!   (IPv4): a decapsulated packet comes in on the tunnel with the client's
 //!   source, whose route is not the tunnel, and the kernel applies
 //!   max(all, dev).
+//! - GUE (TUN with `--tun-type gue`): as TUN on the fallback IP tunnel
+//!   device, plus a fou receive port for GUE on the director's `--tun-port`,
+//!   which strips UDP and GUE and hands the inner packet to that device.
 //! - NAT: nothing bound; the default route must go through the director.
 
 use std::{
@@ -41,13 +44,20 @@ use lb_proto::v1::VipStatus;
 use serde::{Deserialize, Serialize};
 
 use super::desired::{Desired, Mode};
-use crate::netif::{Outcome, sysctl::SysctlKey, tunnel::TunnelDevice};
+use crate::netif::{
+    Outcome,
+    fou::{FouFamily, GuePort},
+    sysctl::SysctlKey,
+    tunnel::TunnelDevice,
+};
 
 /// One fact the kernel must show for a VIP to be ready.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Need {
     /// The tunnel device exists.
     Tunnel(TunnelDevice),
+    /// A fou receive port for GUE is open.
+    GuePort(GuePort),
     /// The interface is administratively up.
     LinkUp(String),
     /// The sysctl holds this value.
@@ -84,6 +94,7 @@ impl fmt::Display for Need {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Need::Tunnel(d) => write!(f, "tunnel device {d}"),
+            Need::GuePort(p) => write!(f, "{p}"),
             Need::LinkUp(d) => write!(f, "link {d} up"),
             Need::Sysctl { key, value } => write!(f, "{key} = {value}"),
             Need::Address {
@@ -102,6 +113,8 @@ impl fmt::Display for Need {
 pub enum Action {
     /// Create (or adopt) the tunnel device.
     CreateTunnel(TunnelDevice),
+    /// Open a GUE receive port.
+    AddGuePort(GuePort),
     /// Set the interface up.
     SetLinkUp(String),
     /// Write a sysctl; `original` is what it held before the agent first
@@ -143,12 +156,16 @@ pub enum Action {
     SetLinkDown(String),
     /// Delete a tunnel device the agent created.
     DeleteTunnel(String),
+    /// Close a GUE receive port the agent opened.
+    DelGuePort(GuePort),
 }
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::CreateTunnel(d) => write!(f, "create tunnel device {d}"),
+            Action::AddGuePort(p) => write!(f, "open {p}"),
+            Action::DelGuePort(p) => write!(f, "close {p}"),
             Action::SetLinkUp(d) => write!(f, "set {d} up"),
             Action::SetSysctl {
                 key,
@@ -196,6 +213,9 @@ pub struct Ledger {
     pub created_tunnels: BTreeSet<String>,
     /// Interfaces that were down and were set up.
     pub raised_links: BTreeSet<String>,
+    /// GUE receive ports opened (ports found open are not here).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub created_gue_ports: BTreeSet<GuePort>,
 }
 
 impl Ledger {
@@ -205,6 +225,7 @@ impl Ledger {
             && self.addresses.is_empty()
             && self.created_tunnels.is_empty()
             && self.raised_links.is_empty()
+            && self.created_gue_ports.is_empty()
     }
 
     /// Records what an action is about to change (written to disk before the
@@ -240,6 +261,12 @@ impl Ledger {
             Action::CreateTunnel(d) if outcome == Outcome::Changed => {
                 self.created_tunnels.insert(d.name().to_string());
                 self.raised_links.remove(d.name());
+            }
+            Action::AddGuePort(p) if outcome == Outcome::Changed => {
+                self.created_gue_ports.insert(*p);
+            }
+            Action::DelGuePort(p) => {
+                self.created_gue_ports.remove(p);
             }
             Action::DelAddress {
                 device,
@@ -291,6 +318,8 @@ pub struct Observed {
     pub sysctls: BTreeMap<SysctlKey, String>,
     /// Gateways of the main table's default routes (IPv4 and IPv6).
     pub default_gateways: BTreeSet<IpAddr>,
+    /// Open GUE receive ports (read only when some VIP or the ledger has one).
+    pub gue_ports: BTreeSet<GuePort>,
 }
 
 /// A difference found on something that had been verified before, and what
@@ -312,6 +341,57 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Repairs of things that had been verified.
     pub drift: Vec<Drift>,
+}
+
+/// What a new configuration changes against the running one, VIP by VIP.
+/// Only a summary: the planner itself needs no notion of "old", since what
+/// the old configuration changed is in the ledger and whatever the new one
+/// does not need is undone from there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconfiguration {
+    /// VIPs only the new configuration has.
+    pub added: Vec<IpAddr>,
+    /// VIPs only the old configuration had.
+    pub removed: Vec<IpAddr>,
+    /// VIPs held another way (forwarding or tunnel type).
+    pub changed: Vec<IpAddr>,
+    /// VIPs held as before (a change of their service list only is here).
+    pub unchanged: Vec<IpAddr>,
+    /// The interfaces facing the directors changed.
+    pub interfaces_changed: bool,
+}
+
+impl Reconfiguration {
+    /// Compares the VIPs of `old` and `new`, in the new configuration's order
+    /// (removed ones in the old one's).
+    pub fn between(old: &Desired, new: &Desired) -> Self {
+        let mut r = Reconfiguration {
+            interfaces_changed: old.interfaces != new.interfaces,
+            ..Default::default()
+        };
+        for vip in &new.vips {
+            match old.vips.iter().find(|o| o.address == vip.address) {
+                None => r.added.push(vip.address),
+                Some(o) if o.mode != vip.mode => r.changed.push(vip.address),
+                Some(_) => r.unchanged.push(vip.address),
+            }
+        }
+        r.removed = old
+            .vips
+            .iter()
+            .filter(|o| !new.vips.iter().any(|v| v.address == o.address))
+            .map(|o| o.address)
+            .collect();
+        r
+    }
+
+    /// Nothing that the kernel would show differently.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.interfaces_changed
+    }
 }
 
 const ARP_IGNORE: &str = "arp_ignore";
@@ -371,9 +451,19 @@ pub fn vip_needs(vip: &super::desired::Vip, interfaces: &[String]) -> Vec<Need> 
                 device: "lo".into(),
             });
         }
-        Mode::Tun(dev) => {
+        Mode::Tun(dev) | Mode::Gue { device: dev, .. } => {
             let name = dev.name().to_string();
             needs.push(Need::Tunnel(*dev));
+            if let Mode::Gue { port, .. } = &vip.mode {
+                needs.push(Need::GuePort(GuePort {
+                    port: *port,
+                    family: if vip.address.is_ipv4() {
+                        FouFamily::Ipv4
+                    } else {
+                        FouFamily::Ipv6
+                    },
+                }));
+            }
             needs.push(Need::LinkUp(name.clone()));
             if vip.address.is_ipv4() {
                 arp_needs(interfaces, &[], &mut needs);
@@ -404,6 +494,7 @@ pub fn unmet(need: &Need, observed: &Observed) -> Option<String> {
     match need {
         Need::Tunnel(d) => (!observed.links.contains_key(d.name()))
             .then(|| format!("tunnel device {d} does not exist")),
+        Need::GuePort(p) => (!observed.gue_ports.contains(p)).then(|| format!("{p} is not open")),
         Need::LinkUp(d) => match observed.links.get(d) {
             None => Some(format!("interface {d} does not exist")),
             Some(false) => Some(format!("interface {d} is down")),
@@ -459,6 +550,7 @@ pub fn unmet(need: &Need, observed: &Observed) -> Option<String> {
 fn fix(need: &Need, observed: &Observed) -> Option<Action> {
     match need {
         Need::Tunnel(d) => Some(Action::CreateTunnel(*d)),
+        Need::GuePort(p) => Some(Action::AddGuePort(*p)),
         Need::LinkUp(d) => observed
             .links
             .contains_key(d)
@@ -494,13 +586,13 @@ fn rank(action: &Action) -> u8 {
     // becomes local while ARP would still answer for it.
     match action {
         Action::DelAddress { .. } => 0,
-        Action::CreateTunnel(_) => 1,
+        Action::CreateTunnel(_) | Action::AddGuePort(_) => 1,
         Action::SetLinkUp(_) => 2,
         Action::SetSysctl { .. } => 3,
         Action::RestoreSysctl { .. } => 4,
         Action::AddAddress { .. } => 5,
         Action::SetLinkDown(_) => 6,
-        Action::DeleteTunnel(_) => 7,
+        Action::DeleteTunnel(_) | Action::DelGuePort(_) => 7,
     }
 }
 
@@ -649,6 +741,11 @@ impl Reconciler {
                 plan.actions.push(Action::DeleteTunnel(device.clone()));
             }
         }
+        for port in &self.ledger.created_gue_ports {
+            if !needs.contains_key(&Need::GuePort(*port)) {
+                plan.actions.push(Action::DelGuePort(*port));
+            }
+        }
         plan.actions.sort_by_key(rank);
         plan
     }
@@ -708,6 +805,7 @@ mod tests {
         addresses: BTreeSet<(String, IpAddr, u8)>,
         sysctls: BTreeMap<SysctlKey, String>,
         gateways: BTreeSet<IpAddr>,
+        gue_ports: BTreeSet<GuePort>,
         /// Devices the "kernel" refuses to create (no module).
         no_module: bool,
     }
@@ -721,6 +819,7 @@ mod tests {
                 addresses: BTreeSet::new(),
                 sysctls: BTreeMap::new(),
                 gateways: ["10.0.0.1".parse().unwrap()].into(),
+                gue_ports: BTreeSet::new(),
                 no_module: false,
             };
             for dev in ["all", "default", "lo", "eth0"] {
@@ -756,6 +855,7 @@ mod tests {
                     .collect(),
                 sysctls: BTreeMap::new(),
                 default_gateways: self.gateways.clone(),
+                gue_ports: self.gue_ports.clone(),
             };
             for key in r.sysctl_keys(desired, &o) {
                 if let Some(v) = self.sysctls.get(&key) {
@@ -825,6 +925,17 @@ mod tests {
                     self.links.remove(d);
                     self.addresses.retain(|(dev, _, _)| dev != d);
                     self.sysctls.retain(|k, _| &k.device != d);
+                    Outcome::Changed
+                }
+                Action::AddGuePort(p) => {
+                    if self.gue_ports.insert(*p) {
+                        Outcome::Changed
+                    } else {
+                        Outcome::AlreadyThere
+                    }
+                }
+                Action::DelGuePort(p) => {
+                    self.gue_ports.remove(p);
                     Outcome::Changed
                 }
             }
@@ -1168,10 +1279,228 @@ mod tests {
         assert_eq!(w, before);
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn reconfiguration_names_added_removed_changed_and_unchanged_vips() {
+        let old = desired(
+            "vips: [{address: 192.0.2.10}, {address: 192.0.2.11}, {address: 192.0.2.12, services: [a]}]",
+        );
+        let new = desired(
+            "vips: [{address: 192.0.2.12, services: [a, b]}, {address: 192.0.2.11, forwarding: tun}, {address: 192.0.2.13}]\ninterfaces: [eth0]",
+        );
+        let r = Reconfiguration::between(&old, &new);
+        assert_eq!(r.added, vec![ip("192.0.2.13")]);
+        assert_eq!(r.removed, vec![ip("192.0.2.10")]);
+        assert_eq!(r.changed, vec![ip("192.0.2.11")]);
+        assert_eq!(
+            r.unchanged,
+            vec![ip("192.0.2.12")],
+            "a service list is no kernel change"
+        );
+        assert!(r.interfaces_changed);
+        assert!(!r.is_empty());
+        assert!(Reconfiguration::between(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn a_vip_added_to_a_running_configuration_touches_only_its_address() {
+        // In: a converged DR VIP, then a configuration with a second DR VIP.
+        // Out: the one action is the new address on lo: the ARP sysctls are
+        // already right and the first VIP is left alone.
+        let one = desired("vips: [{address: 192.0.2.10}]");
+        let two = desired("vips: [{address: 192.0.2.10}, {address: 192.0.2.11}]");
+        let mut w = World::new("0", "1");
+        let mut r = Reconciler::default();
+        w.converge(&mut r, Some(&one));
+        w.status(&mut r, &one);
+        let (actions, drift) = w.converge(&mut r, Some(&two));
+        assert!(drift.is_empty());
+        assert_eq!(
+            actions,
+            vec![Action::AddAddress {
+                device: "lo".into(),
+                address: ip("192.0.2.11"),
+                prefix_len: 32
+            }]
+        );
+        assert!(w.status(&mut r, &two).iter().all(|s| s.ready));
+    }
+
+    #[test]
+    fn a_vip_that_changes_mode_moves_and_only_the_values_no_vip_needs_go_back() {
+        // In: DR VIPs .10 and .11 converged; then .11 moves to TUN; then .11
+        // is removed; then .10 too.
+        // Out: the move takes .11 off lo and puts it on a new tunl0 with
+        // rp_filter 0, leaving .10 and the ARP sysctls alone. The removal
+        // restores rp_filter and deletes tunl0, but keeps the ARP sysctls,
+        // which .10 still needs. The last removal restores everything.
+        let dr = desired("vips: [{address: 192.0.2.10}, {address: 192.0.2.11}]");
+        let tun = desired("vips: [{address: 192.0.2.10}, {address: 192.0.2.11, forwarding: tun}]");
+        let only = desired("vips: [{address: 192.0.2.10}]");
+        let none = desired("vips: []");
+        let mut w = World::new("0", "1");
+        let before = w.clone();
+        let mut r = Reconciler::default();
+        w.converge(&mut r, Some(&dr));
+        w.status(&mut r, &dr);
+        let arp_after_dr: Vec<_> = w
+            .sysctls
+            .iter()
+            .filter(|(k, _)| k.name != RP_FILTER)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+
+        let (actions, drift) = w.converge(&mut r, Some(&tun));
+        assert!(drift.is_empty(), "{drift:?}");
+        assert_eq!(
+            actions[0],
+            Action::DelAddress {
+                device: "lo".into(),
+                address: ip("192.0.2.11"),
+                prefix_len: 32
+            },
+            "off lo first: {actions:#?}"
+        );
+        assert!(actions.contains(&Action::CreateTunnel(TunnelDevice::Ipip)));
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::RestoreSysctl { .. })
+                    || matches!(a, Action::AddAddress { device, .. } if device == "lo")),
+            "{actions:#?}"
+        );
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::SetSysctl { key, .. } if key.name != RP_FILTER))
+        );
+        assert!(w.addresses.contains(&("lo".into(), ip("192.0.2.10"), 32)));
+        assert!(
+            w.addresses
+                .contains(&("tunl0".into(), ip("192.0.2.11"), 32))
+        );
+        assert_eq!(w.sysctls[&key("all", RP_FILTER)], "0");
+        assert!(w.status(&mut r, &tun).iter().all(|s| s.ready));
+
+        let (actions, _) = w.converge(&mut r, Some(&only));
+        assert!(actions.contains(&Action::RestoreSysctl {
+            key: key("all", RP_FILTER),
+            value: "1".into()
+        }));
+        assert!(actions.contains(&Action::DeleteTunnel("tunl0".into())));
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::RestoreSysctl { key, .. } if key.name != RP_FILTER)),
+            "ARP sysctls still needed by 192.0.2.10: {actions:#?}"
+        );
+        let arp_now: Vec<_> = w
+            .sysctls
+            .iter()
+            .filter(|(k, _)| k.name != RP_FILTER)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(arp_now, arp_after_dr);
+        assert!(w.status(&mut r, &only)[0].ready);
+
+        w.converge(&mut r, Some(&none));
+        assert!(r.ledger.is_empty());
+        assert_eq!(w, before);
+    }
+
+    #[test]
+    fn gue_opens_its_port_with_the_tunnel_and_closes_it_when_the_last_vip_goes() {
+        // In: two GUE VIPs on port 6080, then one, then none; and a port
+        // closed by hand in between. Out: the port opened once, next to the
+        // tunl0 of plain TUN; closing it by hand is drift repaired; it stays
+        // while a VIP needs it and is closed with the last; the kernel ends
+        // as it began.
+        let port = GuePort {
+            port: 6080,
+            family: FouFamily::Ipv4,
+        };
+        let both = desired(
+            "vips: [{address: 192.0.2.20, forwarding: tun, tunnel: {type: gue, port: 6080}}, {address: 192.0.2.21, forwarding: tun, tunnel: {type: gue, port: 6080}}]",
+        );
+        let one = desired(
+            "vips: [{address: 192.0.2.21, forwarding: tun, tunnel: {type: gue, port: 6080}}]",
+        );
+        let mut w = World::new("0", "1");
+        let before = w.clone();
+        let mut r = Reconciler::default();
+        let (actions, _) = w.converge(&mut r, Some(&both));
+        assert_eq!(
+            actions
+                .iter()
+                .filter(|a| **a == Action::AddGuePort(port))
+                .count(),
+            1
+        );
+        assert!(actions.contains(&Action::CreateTunnel(TunnelDevice::Ipip)));
+        assert!(
+            w.addresses
+                .contains(&("tunl0".into(), ip("192.0.2.20"), 32))
+        );
+        assert!(w.status(&mut r, &both).iter().all(|s| s.ready));
+
+        w.gue_ports.clear();
+        let s = &w.status(&mut r.clone(), &both)[0];
+        assert!(!s.ready);
+        assert!(
+            s.reason.contains("GUE port 6080 (IPv4) is not open"),
+            "{}",
+            s.reason
+        );
+        let (actions, drift) = w.converge(&mut r, Some(&both));
+        assert_eq!(actions, vec![Action::AddGuePort(port)]);
+        assert_eq!(drift.len(), 1);
+
+        let (actions, _) = w.converge(&mut r, Some(&one));
+        assert!(!actions.contains(&Action::DelGuePort(port)), "{actions:#?}");
+        let (actions, _) = w.converge(&mut r, None);
+        assert!(actions.contains(&Action::DelGuePort(port)));
+        assert!(r.ledger.is_empty());
+        assert_eq!(w, before);
+    }
+
+    #[test]
+    fn a_gue_port_found_open_is_used_and_left_open() {
+        let d = desired(
+            "vips: [{address: 192.0.2.20, forwarding: tun, tunnel: {type: gue, port: 6080}}]",
+        );
+        let mut w = World::new("0", "1");
+        w.gue_ports.insert(GuePort {
+            port: 6080,
+            family: FouFamily::Ipv4,
+        });
+        let before = w.clone();
+        let mut r = Reconciler::default();
+        let (actions, _) = w.converge(&mut r, Some(&d));
+        assert!(!actions.iter().any(|a| matches!(a, Action::AddGuePort(_))));
+        assert!(w.status(&mut r, &d)[0].ready);
+        w.converge(&mut r, None);
+        assert_eq!(w, before);
+    }
+
+    #[test]
+    fn a_ledger_without_gue_ports_still_reads() {
+        let ledger: Ledger = serde_json::from_str(
+            r#"{"sysctls": {}, "addresses": [], "created_tunnels": ["tunl0"], "raised_links": []}"#,
+        )
+        .unwrap();
+        assert!(ledger.created_gue_ports.is_empty());
+    }
+
     fn vip_strategy() -> impl Strategy<Value = String> {
-        (0u8..6, 0u8..3).prop_map(|(host, mode)| match mode {
+        (0u8..6, 0u8..4).prop_map(|(host, mode)| match mode {
             0 => format!("{{address: 192.0.2.{host}}}"),
             1 => format!("{{address: '2001:db8::{host}'}}"),
+            2 => format!(
+                "{{address: 203.0.113.{host}, forwarding: tun, tunnel: {{type: gue, port: 6080}}}}"
+            ),
             _ => format!("{{address: 198.51.100.{host}, forwarding: tun}}"),
         })
     }

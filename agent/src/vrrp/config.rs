@@ -148,12 +148,6 @@ fn plan_instance(
             }
         }
     }
-    if inst.use_vmac {
-        return Err(err(
-            "useVmac is not supported yet: leave it out (adverts and gratuitous ARP use the interface's MAC)"
-                .into(),
-        ));
-    }
     if inst.accept == Some(false) {
         return Err(err(
             "accept: false is not supported: the VIPs carry IPVS services and must accept traffic"
@@ -179,6 +173,35 @@ fn plan_instance(
     if ipv6 && version == Version::V2 {
         return Err(err("IPv6 vips need version 3".into()));
     }
+    let vmac = if inst.use_vmac {
+        if ipv6 {
+            return Err(err(
+                "useVmac is supported for IPv4 instances only: leave it out of IPv6 instances (their adverts and neighbour advertisements use the interface's MAC)"
+                    .into(),
+            ));
+        }
+        if !inst.unicast_peers.is_empty() {
+            return Err(err(
+                "useVmac with unicastPeers is not supported: the virtual MAC is for multicast adverts on a shared segment".into(),
+            ));
+        }
+        let name = if inst.vmac_interface.is_empty() {
+            crate::netif::vmac::default_name(vrid)
+        } else {
+            inst.vmac_interface.clone()
+        };
+        if name.len() > 15 || name.contains('/') || name == interface {
+            return Err(err(format!(
+                "vmacInterface {name:?} is not a usable interface name (at most 15 bytes, no '/', not the VRRP interface)"
+            )));
+        }
+        Some(name)
+    } else {
+        if !inst.vmac_interface.is_empty() {
+            return Err(err("vmacInterface is set but useVmac is not: set useVmac: true or leave vmacInterface out".into()));
+        }
+        None
+    };
     if vips.len() > 255 {
         return Err(err(format!("{} vips: at most 255", vips.len())));
     }
@@ -320,6 +343,7 @@ fn plan_instance(
             garp,
             check_addresses: !vrrp.skip_check_adv_addr,
             notify,
+            vmac,
         },
         tracked,
         track_services,
@@ -392,6 +416,23 @@ directorGroups:
         );
     }
 
+    // In: useVmac, with and without a device name. Out: the VIPs go on
+    // keepalived's `vrrp.VRID`, or on the named device.
+    #[test]
+    fn vmac_names_the_device() {
+        let v = SEED.replace("preempt: false", "preempt: false\n          useVmac: true");
+        let p = plan(&cfg(&v), "ds1").unwrap();
+        assert_eq!(p[0].instance.vmac.as_deref(), Some("vrrp.50"));
+        assert_eq!(p[0].instance.vip_interface(), "vrrp.50");
+        let v = v.replace(
+            "useVmac: true",
+            "useVmac: true\n          vmacInterface: vmac50",
+        );
+        let p = plan(&cfg(&v), "ds1").unwrap();
+        assert_eq!(p[0].instance.vip_interface(), "vmac50");
+        assert_eq!(p[0].instance.interface, "eth2");
+    }
+
     // In: settings the protocol cannot carry. Out: an error naming them.
     #[test]
     fn refuses_what_cannot_work() {
@@ -409,7 +450,10 @@ directorGroups:
         assert!(e.message.contains("mixed"), "{e}");
         let bad = SEED.replace("vrid: 50", "vrid: 300");
         assert!(plan(&cfg(&bad), "ds1").is_err());
-        let bad = SEED.replace("preempt: false", "preempt: false\n          useVmac: true");
+        let bad = SEED.replace(
+            "preempt: false",
+            "preempt: false\n          vmacInterface: vrrp.50",
+        );
         let e = plan(&cfg(&bad), "ds1").unwrap_err();
         assert!(e.message.contains("useVmac"), "{e}");
         let bad = SEED.replace("name: gw}", "name: nope}");

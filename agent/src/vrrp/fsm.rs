@@ -18,6 +18,9 @@ use super::packet::Version;
 pub const PRIORITY_OWNER: u8 = 255;
 /// Priority a master sends when it stops (RFC 5798 section 5.2.4).
 pub const PRIORITY_STOP: u8 = 0;
+/// How long an instance stays in FAULT after its VIPs could not be added
+/// before it runs for master again.
+pub const VIP_RETRY: Duration = Duration::from_secs(1);
 
 /// Instance states (RFC 5798 section 6.4, plus keepalived's FAULT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,6 +66,10 @@ pub struct Config {
     /// Start as master instead of backup (keepalived `state MASTER`); the
     /// election still decides once adverts arrive.
     pub initial_master: bool,
+    /// A member of a sync group (keepalived vrrp_sync_group): it follows
+    /// the other members to MASTER and BACKUP, and takes over only when
+    /// they all want to (see [`Event::SyncGroupReady`]).
+    pub sync_group: bool,
 }
 
 /// The timers the state machine asks for.
@@ -72,6 +79,8 @@ pub enum Timer {
     MasterDown,
     /// Adver_Timer (master).
     Adver,
+    /// The end of a FAULT caused by VIPs that could not be added.
+    VipRetry,
 }
 
 /// What happens to an instance.
@@ -102,6 +111,27 @@ pub enum Event {
         /// A tracked object with weight 0 failed.
         fault: bool,
     },
+    /// The driver could not add a VIP after [`Action::InstallVips`] (or when
+    /// putting back a VIP deleted behind its back). A master without its
+    /// addresses attracts traffic it cannot answer: the instance gives the
+    /// VIPs away (priority 0, FAULT) and runs for master again after
+    /// [`VIP_RETRY`]. keepalived logs the failure and stays master; a backup
+    /// that holds the address serves clients, a master that does not holds
+    /// them hostage.
+    VipAddFailed,
+    /// The VipRetry timer fired.
+    VipRetryTimer,
+    /// Another member of our sync group went to this state on its own
+    /// ([`Action::SyncGroupState`]): a backup follows it to MASTER, a master
+    /// follows it to BACKUP.
+    SyncGroupState(State),
+    /// Whether every other member of our sync group wants to be master
+    /// ([`Action::SyncWant`]). Until they all do, a backup whose
+    /// master down timer fires stays backup and only says that it wants to
+    /// take over: the group moves when its last member agrees, so that no
+    /// member is dragged to MASTER to meet a better master and drag the
+    /// group back (keepalived's `vrrp_sync_can_goto_master`).
+    SyncGroupReady(bool),
 }
 
 /// What the driver must do.
@@ -131,6 +161,17 @@ pub enum Action {
     StopTimer {
         /// Which.
         timer: Timer,
+    },
+    /// Tell the other members of our sync group to follow to `state`.
+    SyncGroupState {
+        /// MASTER or BACKUP.
+        state: State,
+    },
+    /// Tell the other members of our sync group whether we want to be
+    /// master (we are, or our master down timer ran out).
+    SyncWant {
+        /// Wants to be master.
+        master: bool,
     },
     /// The state changed: run the notify hooks, publish the event.
     Notify {
@@ -186,6 +227,9 @@ pub struct Vrrp {
     adver_at: Option<Instant>,
     preempt_after: Option<Instant>,
     master: Option<IpAddr>,
+    vip_retry_at: Option<Instant>,
+    wants_master: bool,
+    group_ready: bool,
 }
 
 impl Vrrp {
@@ -202,6 +246,9 @@ impl Vrrp {
             adver_at: None,
             preempt_after: None,
             master: None,
+            vip_retry_at: None,
+            wants_master: false,
+            group_ready: false,
         }
     }
 
@@ -259,7 +306,15 @@ impl Vrrp {
             Event::MasterDownTimer => {
                 if self.state == State::Backup && self.master_down_at.is_some_and(|at| now >= at) {
                     self.master_down_at = None;
-                    self.become_master(now, "master down timer", &mut out);
+                    if self.cfg.sync_group && !self.group_ready {
+                        // Wait for the rest of the group, looking again
+                        // after another interval as keepalived does.
+                        self.set_wants(true, &mut out);
+                        self.set_master_down_timer(now, self.master_down_interval(), &mut out);
+                    } else {
+                        self.become_master(now, "master down timer", &mut out);
+                        self.tell_group(State::Master, &mut out);
+                    }
                 }
             }
             Event::AdverTimer => {
@@ -271,6 +326,44 @@ impl Vrrp {
                 }
             }
             Event::Tracking { delta, fault } => self.tracking(delta, fault, now, &mut out),
+            Event::SyncGroupState(State::Master) => {
+                if self.state == State::Backup {
+                    self.become_master(now, "sync group", &mut out);
+                }
+            }
+            Event::SyncGroupState(State::Backup) => {
+                if self.state == State::Master {
+                    self.leave_master(&mut out);
+                    self.master = None;
+                    self.set_master_down_timer(now, self.master_down_interval(), &mut out);
+                    self.set_wants(false, &mut out);
+                    self.transition(State::Backup, "sync group", &mut out);
+                }
+            }
+            Event::SyncGroupState(_) => {}
+            Event::SyncGroupReady(ready) => self.group_ready = ready,
+            Event::VipAddFailed => {
+                if self.state == State::Master {
+                    self.leave_master(&mut out);
+                    self.set_wants(false, &mut out);
+                    self.tell_group(State::Backup, &mut out);
+                    let at = now + VIP_RETRY;
+                    self.vip_retry_at = Some(at);
+                    out.push(Action::SetTimer {
+                        timer: Timer::VipRetry,
+                        at,
+                    });
+                    self.transition(State::Fault, "VIP add failed", &mut out);
+                }
+            }
+            Event::VipRetryTimer => {
+                if self.vip_retry_at.is_some_and(|at| now >= at) {
+                    self.vip_retry_at = None;
+                    if self.state == State::Fault && !self.track_fault {
+                        self.start(now, "VIP retry", false, &mut out);
+                    }
+                }
+            }
         }
         out
     }
@@ -284,8 +377,10 @@ impl Vrrp {
         }
         if self.cfg.priority == PRIORITY_OWNER {
             self.become_master(now, "address owner", out);
+            self.tell_group(State::Master, out);
         } else if startup && self.cfg.initial_master {
             self.become_master(now, "initial state master", out);
+            self.tell_group(State::Master, out);
         } else {
             self.master_adver_interval = self.cfg.adver_int;
             self.master = None;
@@ -304,17 +399,16 @@ impl Vrrp {
                 });
             }
             State::Master => {
-                self.adver_at = None;
-                out.push(Action::StopTimer {
-                    timer: Timer::Adver,
-                });
-                out.push(Action::StopGarp);
-                out.push(Action::SendAdvert {
-                    priority: PRIORITY_STOP,
-                });
-                out.push(Action::RemoveVips);
+                self.leave_master(out);
+                self.set_wants(false, out);
             }
-            State::Fault => {}
+            State::Fault => {
+                if self.vip_retry_at.take().is_some() {
+                    out.push(Action::StopTimer {
+                        timer: Timer::VipRetry,
+                    });
+                }
+            }
         }
         self.transition(State::Initialize, "shutdown", out);
     }
@@ -342,6 +436,7 @@ impl Vrrp {
                     self.master = Some(src);
                     self.learn_interval(adver_int);
                     self.set_master_down_timer(now, self.master_down_interval(), out);
+                    self.set_wants(false, out);
                 }
                 // Otherwise a lower-priority master: let the timer run out.
             }
@@ -372,6 +467,8 @@ impl Vrrp {
                     self.master = Some(src);
                     self.learn_interval(adver_int);
                     self.set_master_down_timer(now, self.master_down_interval(), out);
+                    self.set_wants(false, out);
+                    self.tell_group(State::Backup, out);
                     let reason = if priority > ours {
                         "higher priority advert"
                     } else {
@@ -402,22 +499,17 @@ impl Vrrp {
                 out.push(Action::StopTimer {
                     timer: Timer::MasterDown,
                 });
+                self.set_wants(false, out);
                 self.transition(State::Fault, "tracked failure", out);
             }
             (State::Master, _, true) => {
-                self.adver_at = None;
-                out.push(Action::StopTimer {
-                    timer: Timer::Adver,
-                });
-                out.push(Action::StopGarp);
-                // Let the backups take over after Skew_Time, not three intervals.
-                out.push(Action::SendAdvert {
-                    priority: PRIORITY_STOP,
-                });
-                out.push(Action::RemoveVips);
+                self.leave_master(out);
+                self.set_wants(false, out);
                 self.transition(State::Fault, "tracked failure", out);
             }
-            (State::Fault, _, false) => self.start(now, "tracked failure cleared", false, out),
+            (State::Fault, _, false) if self.vip_retry_at.is_none() => {
+                self.start(now, "tracked failure cleared", false, out)
+            }
             (State::Master, _, false) => {
                 // The new priority goes out at once so that a backup with a
                 // now higher priority preempts without waiting an interval.
@@ -430,6 +522,21 @@ impl Vrrp {
         }
     }
 
+    /// Stops being master: adverts stop, one with priority 0 lets the
+    /// backups take over after Skew_Time instead of three intervals, the
+    /// VIPs go.
+    fn leave_master(&mut self, out: &mut Vec<Action>) {
+        self.adver_at = None;
+        out.push(Action::StopTimer {
+            timer: Timer::Adver,
+        });
+        out.push(Action::StopGarp);
+        out.push(Action::SendAdvert {
+            priority: PRIORITY_STOP,
+        });
+        out.push(Action::RemoveVips);
+    }
+
     fn become_master(&mut self, now: Instant, reason: &'static str, out: &mut Vec<Action>) {
         if self.master_down_at.take().is_some() {
             out.push(Action::StopTimer {
@@ -438,6 +545,7 @@ impl Vrrp {
         }
         self.master_adver_interval = self.cfg.adver_int;
         self.master = None;
+        self.set_wants(true, out);
         out.push(Action::SendAdvert {
             priority: self.priority(),
         });
@@ -445,6 +553,25 @@ impl Vrrp {
         out.push(Action::SendGarp);
         self.set_adver_timer(now, out);
         self.transition(State::Master, reason, out);
+    }
+
+    /// Records whether we want to be master and tells the sync group when
+    /// that changed.
+    fn set_wants(&mut self, master: bool, out: &mut Vec<Action>) {
+        if self.wants_master != master {
+            self.wants_master = master;
+            if self.cfg.sync_group {
+                out.push(Action::SyncWant { master });
+            }
+        }
+    }
+
+    /// Asks the other members of our sync group to follow us to `state`
+    /// (a change we made on our own, not one the group asked for).
+    fn tell_group(&self, state: State, out: &mut Vec<Action>) {
+        if self.cfg.sync_group {
+            out.push(Action::SyncGroupState { state });
+        }
     }
 
     /// A version 3 backup adopts the master's interval (RFC 5798 section
@@ -507,6 +634,7 @@ mod tests {
             preempt_delay: Duration::ZERO,
             primary_address: "10.0.0.1".parse().unwrap(),
             initial_master: false,
+            sync_group: false,
         }
     }
 
@@ -564,10 +692,10 @@ mod tests {
         // exactly while it is master, and a master always has its advert
         // timer armed.
         #[test]
-        fn vips_held_exactly_while_master(events in prop::collection::vec(arb_event(), 0..60)) {
+        fn vips_held_exactly_while_master(events in prop::collection::vec(arb_event(), 0..60), sync_group in any::<bool>()) {
             let t0 = Instant::now();
             let mut now = t0;
-            let mut vrrp = Vrrp::new(cfg(100));
+            let mut vrrp = Vrrp::new(Config { sync_group, ..cfg(100) });
             let mut holding = false;
             let mut adver_armed = false;
             for (step, event) in events {
@@ -602,6 +730,11 @@ mod tests {
             }),
             (-150i32..150, any::<bool>())
                 .prop_map(|(delta, fault)| Event::Tracking { delta, fault }),
+            Just(Event::VipAddFailed),
+            Just(Event::VipRetryTimer),
+            Just(Event::SyncGroupState(State::Master)),
+            Just(Event::SyncGroupState(State::Backup)),
+            any::<bool>().prop_map(Event::SyncGroupReady),
         ];
         (0u64..5000, ev)
     }

@@ -6,6 +6,7 @@
 //!  socket rx ───► │ decode + validate ──► Vrrp::handle ──► actions ─┼─► socket tx (adverts)
 //!  timers ──────► │ (sleep_until per Timer)                         ├─► VipBackend add/remove
 //!  tracking_rx ─► │ (watch<Tracking>)                               ├─► garp task (spawned, aborted)
+//!  addr watch ──► │ (rtnetlink, 1 s re-check: VIPs put back)        │
 //!  shutdown_rx ─► │ (watch<bool>)                                   ├─► notify task (mpsc, in order)
 //!                 └─────────────────────────────────────────────────┴─► events_tx (broadcast), status (watch)
 //! ```
@@ -25,9 +26,13 @@ use super::packet::{
     Advertisement, Auth, DropReason, Expect, MULTICAST_V4, MULTICAST_V6, Version, validate,
 };
 use super::socket::{RecvDrop, SocketError, VrrpSocket};
-use super::track::Tracking;
+use super::track::{SyncLink, SyncReport, Tracking};
 use super::vips::{Vip, VipBackend};
 use crate::netif::garp::{Announcer, GarpError, GarpSchedule, run_schedule};
+use crate::netif::links::{Change, Watch};
+
+/// How often a master re-checks its VIPs besides the address notifications.
+const VIP_RECHECK: Duration = Duration::from_secs(1);
 
 /// Everything one instance needs, validated.
 #[derive(Debug, Clone)]
@@ -67,9 +72,27 @@ pub struct InstanceConfig {
     pub check_addresses: bool,
     /// Notify commands.
     pub notify: NotifyCommands,
+    /// The virtual MAC device (keepalived use_vmac) the VIPs go on and
+    /// adverts and gratuitous ARP leave from; `None`: the interface itself.
+    pub vmac: Option<String>,
 }
 
 impl InstanceConfig {
+    /// The interface the VIPs go on: the virtual MAC device, if any.
+    pub fn vip_interface(&self) -> &str {
+        self.vmac.as_deref().unwrap_or(&self.interface)
+    }
+
+    /// The label of the VIPs: the kernel wants a label to start with the
+    /// device's name, so none on a virtual MAC device.
+    pub fn vip_label(&self) -> Option<&str> {
+        if self.vmac.is_some() {
+            None
+        } else {
+            self.label.as_deref()
+        }
+    }
+
     /// Whether the instance is IPv6.
     pub fn ipv6(&self) -> bool {
         self.vips.first().is_some_and(|v| v.address.is_ipv6())
@@ -210,6 +233,14 @@ pub enum InstanceError {
         /// Why.
         source: GarpError,
     },
+    /// The virtual MAC device could not be set up.
+    #[error("instance {instance}: virtual MAC: {source}")]
+    Vmac {
+        /// Instance name.
+        instance: String,
+        /// Why.
+        source: crate::netif::vmac::VmacError,
+    },
     /// No source address.
     #[error(
         "instance {instance}: interface {interface} has no {family} address to send adverts from; add one or set unicastSource"
@@ -243,6 +274,7 @@ pub fn spawn(
     cfg: InstanceConfig,
     backend: Arc<dyn VipBackend>,
     tracking_rx: watch::Receiver<Tracking>,
+    sync: Option<SyncLink>,
     events_tx: broadcast::Sender<Transition>,
     shutdown_rx: watch::Receiver<bool>,
 ) -> InstanceHandle {
@@ -262,6 +294,7 @@ pub fn spawn(
             cfg,
             backend,
             tracking_rx,
+            sync,
             events_tx,
             shutdown_rx,
             status_tx,
@@ -281,6 +314,7 @@ struct Driver {
     cfg: InstanceConfig,
     fsm: Vrrp,
     socket: VrrpSocket,
+    tx_socket: Option<VrrpSocket>,
     announcer: Arc<Announcer>,
     backend: Arc<dyn VipBackend>,
     garp_task: Option<JoinHandle<()>>,
@@ -289,12 +323,14 @@ struct Driver {
     events_tx: broadcast::Sender<Transition>,
     status_tx: watch::Sender<Status>,
     dsts: Vec<IpAddr>,
+    sync_tx: Option<(usize, mpsc::UnboundedSender<(usize, SyncReport)>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
     MasterDown,
     Adver,
+    VipRetry,
 }
 
 impl From<Timer> for TimerKey {
@@ -302,6 +338,7 @@ impl From<Timer> for TimerKey {
         match t {
             Timer::MasterDown => TimerKey::MasterDown,
             Timer::Adver => TimerKey::Adver,
+            Timer::VipRetry => TimerKey::VipRetry,
         }
     }
 }
@@ -310,6 +347,7 @@ async fn run(
     cfg: InstanceConfig,
     backend: Arc<dyn VipBackend>,
     mut tracking_rx: watch::Receiver<Tracking>,
+    sync: Option<SyncLink>,
     events_tx: broadcast::Sender<Transition>,
     mut shutdown_rx: watch::Receiver<bool>,
     status_tx: watch::Sender<Status>,
@@ -333,11 +371,39 @@ async fn run(
             source,
         }
     })?;
-    let announcer =
-        Announcer::open(&cfg.interface, !ipv6, ipv6).map_err(|source| InstanceError::Garp {
+    // With a virtual MAC, adverts leave from its device (their source MAC is
+    // the virtual one, so switches learn where the master is) and are still
+    // received on the interface, where they arrive.
+    let tx_socket = match &cfg.vmac {
+        Some(vmac) => {
+            let rtnl = crate::netif::Rtnl::connect().map_err(|e| InstanceError::Vmac {
+                instance: cfg.name.clone(),
+                source: e.into(),
+            })?;
+            let mac = crate::netif::vmac::virtual_mac(cfg.vrid, ipv6);
+            let outcome = rtnl
+                .ensure_vmac(vmac, &cfg.interface, mac)
+                .await
+                .map_err(|source| InstanceError::Vmac {
+                    instance: cfg.name.clone(),
+                    source,
+                })?;
+            tracing::info!(device = %vmac, adopted = outcome == crate::netif::Outcome::AlreadyThere, "virtual MAC device ready");
+            Some(
+                VrrpSocket::open(vmac, source, false).map_err(|source| InstanceError::Socket {
+                    instance: cfg.name.clone(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    let announcer = Announcer::open(cfg.vip_interface(), !ipv6, ipv6).map_err(|source| {
+        InstanceError::Garp {
             instance: cfg.name.clone(),
             source,
-        })?;
+        }
+    })?;
     let dsts = if multicast {
         vec![if ipv6 {
             IpAddr::V6(MULTICAST_V6)
@@ -351,7 +417,7 @@ async fn run(
     // VIPs left by a predecessor that was killed: start as master so that
     // the VIPs stay where they are (no flap) unless the election says
     // otherwise.
-    let present = super::vips::addresses_on(&cfg.interface);
+    let present = super::vips::addresses_on(cfg.vip_interface());
     let adopt = !cfg.vips.is_empty() && cfg.vips.iter().all(|v| present.contains(&v.address));
     if adopt {
         tracing::info!("VIPs already on the interface: adopting them as master");
@@ -364,6 +430,7 @@ async fn run(
         preempt_delay: cfg.preempt_delay,
         primary_address: source,
         initial_master: cfg.initial_master || adopt,
+        sync_group: sync.is_some(),
     });
     let expect = Expect {
         version: cfg.version,
@@ -382,6 +449,7 @@ async fn run(
         cfg,
         fsm,
         socket,
+        tx_socket,
         announcer: Arc::new(announcer),
         backend,
         garp_task: None,
@@ -390,7 +458,9 @@ async fn run(
         events_tx,
         status_tx,
         dsts,
+        sync_tx: sync.as_ref().map(|l| (l.index, l.reports_tx.clone())),
     };
+    let mut sync_rx = sync.map(|l| l.events_rx);
 
     // Tracking state before startup decides between FAULT and BACKUP.
     let t = *tracking_rx.borrow_and_update();
@@ -404,10 +474,18 @@ async fn run(
         // Leftovers of some VIPs only: take them off.
         for vip in d.cfg.vips.clone() {
             if present.contains(&vip.address) {
-                let _ = d.backend.remove(&d.cfg.interface, vip).await;
+                let _ = d.backend.remove(d.cfg.vip_interface(), vip).await;
             }
         }
     }
+
+    // VIPs deleted behind our back come back: rtnetlink address
+    // notifications say when to look, a slow re-check covers lost ones.
+    let mut addr_watch = crate::netif::links::Watch::subscribe()
+        .inspect_err(|e| tracing::warn!(error = %e, "no address notifications; VIPs re-checked every second only"))
+        .ok();
+    let mut vip_check = tokio::time::interval(VIP_RECHECK);
+    vip_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
     let mut buf = vec![0u8; 2048];
     loop {
@@ -435,6 +513,7 @@ async fn run(
                     let event = match key {
                         TimerKey::MasterDown => Event::MasterDownTimer,
                         TimerKey::Adver => Event::AdverTimer,
+                        TimerKey::VipRetry => Event::VipRetryTimer,
                     };
                     d.handle(event).await;
                 }
@@ -455,6 +534,16 @@ async fn run(
                     }
                 }
             }
+            change = next_change(&mut addr_watch) => match change {
+                Some(Change::Address) => d.repair_vips().await,
+                Some(_) => {}
+                None => addr_watch = None,
+            },
+            _ = vip_check.tick() => d.repair_vips().await,
+            event = next_sync(&mut sync_rx) => match event {
+                Some(event) => d.handle(event).await,
+                None => sync_rx = None,
+            },
             changed = tracking_rx.changed() => {
                 if changed.is_ok() {
                     let t = *tracking_rx.borrow_and_update();
@@ -464,10 +553,39 @@ async fn run(
         }
     }
     d.handle(Event::Shutdown).await;
+    if let Some(vmac) = d.cfg.vmac.clone() {
+        // Ours by name; a kill -9 leaves it (and the VIPs) for the next
+        // process to adopt.
+        drop(d.tx_socket.take());
+        match crate::netif::Rtnl::connect() {
+            Ok(rtnl) => {
+                if let Err(e) = rtnl.delete_link(&vmac).await {
+                    tracing::warn!(device = %vmac, error = %e, "virtual MAC device not removed");
+                }
+            }
+            Err(e) => tracing::warn!(device = %vmac, error = %e, "virtual MAC device not removed"),
+        }
+    }
     // Let the stop hook and the transitions before it run to the end.
     drop(d);
     let _ = notify_task.await;
     Ok(())
+}
+
+/// The next event from the sync group; never, outside one.
+async fn next_sync(rx: &mut Option<mpsc::UnboundedReceiver<Event>>) -> Option<Event> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next change of `watch`; never, without one.
+async fn next_change(watch: &mut Option<Watch>) -> Option<Change> {
+    match watch {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Driver {
@@ -522,10 +640,17 @@ impl Driver {
     }
 
     async fn handle(&mut self, event: Event) {
-        let now = Instant::now();
-        let actions = self.fsm.handle(event, now.into_std());
-        for action in actions {
-            self.execute(action, now).await;
+        let mut next = Some(event);
+        while let Some(event) = next.take() {
+            let now = Instant::now();
+            let actions = self.fsm.handle(event, now.into_std());
+            for action in actions {
+                // What an action reports (a VIP that could not be added)
+                // goes in once the state machine has seen the whole batch.
+                if let Some(follow) = self.execute(action, now).await {
+                    next.get_or_insert(follow);
+                }
+            }
         }
         self.status_tx.send_if_modified(|s| {
             let state = self.fsm.state();
@@ -548,7 +673,8 @@ impl Driver {
         });
     }
 
-    async fn execute(&mut self, action: Action, now: Instant) {
+    /// Carries out one action; returns the event it leads to, if any.
+    async fn execute(&mut self, action: Action, now: Instant) -> Option<Event> {
         match action {
             Action::SendAdvert { priority } => {
                 let adv = Advertisement {
@@ -559,27 +685,33 @@ impl Driver {
                     addresses: self.cfg.vips.iter().map(|v| v.address).collect(),
                     auth: self.cfg.auth,
                 };
+                let socket = self.tx_socket.as_ref().unwrap_or(&self.socket);
                 for dst in &self.dsts {
-                    let bytes = adv.encode(self.socket.src(), *dst);
-                    if let Err(e) = self.socket.send(&bytes, *dst).await {
+                    let bytes = adv.encode(socket.src(), *dst);
+                    if let Err(e) = socket.send(&bytes, *dst).await {
                         tracing::warn!(error = %e, %dst, "advert not sent");
                     }
                 }
             }
             Action::InstallVips => {
+                let mut failed = false;
                 for vip in &self.cfg.vips {
                     if let Err(e) = self
                         .backend
-                        .add(&self.cfg.interface, *vip, self.cfg.label.as_deref())
+                        .add(self.cfg.vip_interface(), *vip, self.cfg.vip_label())
                         .await
                     {
-                        tracing::error!(error = %e, "VIP not added");
+                        tracing::error!(error = %e, "VIP not added: giving mastership away");
+                        failed = true;
                     }
+                }
+                if failed {
+                    return Some(Event::VipAddFailed);
                 }
             }
             Action::RemoveVips => {
                 for vip in &self.cfg.vips {
-                    if let Err(e) = self.backend.remove(&self.cfg.interface, *vip).await {
+                    if let Err(e) = self.backend.remove(self.cfg.vip_interface(), *vip).await {
                         tracing::error!(error = %e, "VIP not removed");
                     }
                 }
@@ -609,6 +741,19 @@ impl Driver {
             Action::StopTimer { timer } => {
                 self.timers.remove(&timer.into());
             }
+            Action::SyncGroupState { state } => {
+                if let Some((index, tx)) = &self.sync_tx {
+                    let _ = tx.send((*index, SyncReport::State(state)));
+                }
+            }
+            Action::SyncWant { master } => {
+                if master && self.fsm.state() == State::Backup {
+                    tracing::info!("master down: waiting for the rest of the sync group");
+                }
+                if let Some((index, tx)) = &self.sync_tx {
+                    let _ = tx.send((*index, SyncReport::Want(master)));
+                }
+            }
             Action::Notify {
                 from,
                 to,
@@ -633,6 +778,37 @@ impl Driver {
                 let _ = self.events_tx.send(t.clone());
                 let _ = self.notify_tx.send(t);
             }
+        }
+        None
+    }
+
+    /// While master: puts back VIPs that left the interface behind our back
+    /// (`ip addr del`, an interface reset) and says so. A VIP that cannot be
+    /// put back is a failed add ([`Event::VipAddFailed`]).
+    async fn repair_vips(&mut self) {
+        if self.fsm.state() != State::Master {
+            return;
+        }
+        let present = super::vips::addresses_on(self.cfg.vip_interface());
+        let mut failed = false;
+        for vip in self.cfg.vips.clone() {
+            if present.contains(&vip.address) {
+                continue;
+            }
+            match self
+                .backend
+                .add(self.cfg.vip_interface(), vip, self.cfg.vip_label())
+                .await
+            {
+                Ok(()) => tracing::warn!(%vip, "VIP went missing while master: added again"),
+                Err(e) => {
+                    tracing::error!(%vip, error = %e, "VIP went missing while master and cannot be added again");
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            self.handle(Event::VipAddFailed).await;
         }
     }
 }

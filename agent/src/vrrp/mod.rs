@@ -5,6 +5,7 @@
 //!        │
 //!        ▼ run()
 //!  track::spawn(tracked) ── watch<Tracking> ──► instance task (one per instance)
+//!  track::sync_group, sync_relay ◄── reports ──┤ (sync groups: FAULT; MASTER, BACKUP)
 //!                                                 │  packet (codec), fsm (pure)
 //!                                                 │  socket (raw IP 112), vips, netif::garp
 //!                                                 ▼
@@ -32,7 +33,7 @@ use vips::VipBackend;
 
 /// Runs `planned` instances until `shutdown_rx` turns true, then stops them
 /// all (priority 0, VIPs removed) and returns. `sync_groups` lists members
-/// (indexes into `planned`) that share FAULT; `quorum` maps service names to
+/// (indexes into `planned`) that share FAULT, MASTER and BACKUP; `quorum` maps service names to
 /// the hook of their quorum (true: the service has quorum).
 pub async fn run(
     planned: Vec<Planned>,
@@ -97,7 +98,8 @@ pub fn start(
             Some(track::spawn(tracked))
         })
         .collect();
-    // Then sync groups join the members' FAULT.
+    // Then sync groups join the members' FAULT, and relay MASTER and BACKUP.
+    let mut links: Vec<Option<track::SyncLink>> = planned.iter().map(|_| None).collect();
     for members in sync_groups {
         let own: Vec<_> = members
             .iter()
@@ -110,6 +112,16 @@ pub fn start(
             );
             continue;
         }
+        if members.iter().any(|i| links[*i].is_some()) {
+            tracing::warn!(
+                ?members,
+                "instance in two sync groups; MASTER and BACKUP follow the first only"
+            );
+        } else {
+            for (i, link) in members.iter().zip(track::sync_relay(members.len())) {
+                links[*i] = Some(link);
+            }
+        }
         for (i, rx) in members.iter().zip(track::sync_group(own)) {
             tracking[*i] = Some(rx);
         }
@@ -117,11 +129,13 @@ pub fn start(
     planned
         .into_iter()
         .zip(tracking)
-        .filter_map(|(p, rx)| {
+        .zip(links)
+        .filter_map(|((p, rx), link)| {
             Some(instance::spawn(
                 p.instance,
                 backend.clone(),
                 rx?,
+                link,
                 events_tx.clone(),
                 shutdown_rx.clone(),
             ))

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use super::fsm::{Event, State};
+
 /// What the instance needs to know: the priority offset and whether a
 /// weight-0 object is down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -229,6 +231,87 @@ pub fn sync_group(own: Vec<watch::Receiver<Tracking>>) -> Vec<watch::Receiver<Tr
     rxs
 }
 
+/// Whether each member may take over: every other member wants to be
+/// master (keepalived `vrrp_sync_can_goto_master`).
+pub fn group_ready(wants: &[bool]) -> Vec<bool> {
+    (0..wants.len())
+        .map(|j| wants.iter().enumerate().all(|(i, w)| i == j || *w))
+        .collect()
+}
+
+/// What a sync group member tells its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncReport {
+    /// It went to this state on its own: the others follow.
+    State(State),
+    /// It wants to be master (or no longer does).
+    Want(bool),
+}
+
+/// A member's end of its sync group relay.
+#[derive(Debug)]
+pub struct SyncLink {
+    /// The member's index in the group.
+    pub index: usize,
+    /// Reports to the relay.
+    pub reports_tx: mpsc::UnboundedSender<(usize, SyncReport)>,
+    /// What the group tells the member.
+    pub events_rx: mpsc::UnboundedReceiver<Event>,
+}
+
+/// Starts the relay of a sync group of `members` instances (MASTER and
+/// BACKUP shared; FAULT goes through [`sync_group`]) and returns each
+/// member's end. The relay stops when every member dropped its end.
+///
+/// ```text
+///  member i ── (i, SyncReport) ──► relay ── Event::SyncGroupState ──► members j != i
+///                                    └──── Event::SyncGroupReady ───► every member
+/// ```
+pub fn sync_relay(members: usize) -> Vec<SyncLink> {
+    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<(usize, SyncReport)>();
+    let (event_txs, links): (Vec<_>, Vec<_>) = (0..members)
+        .map(|index| {
+            let (tx, events_rx) = mpsc::unbounded_channel();
+            (
+                tx,
+                SyncLink {
+                    index,
+                    reports_tx: reports_tx.clone(),
+                    events_rx,
+                },
+            )
+        })
+        .unzip();
+    drop(reports_tx);
+    tokio::spawn(async move {
+        let mut wants = vec![false; members];
+        let mut ready = group_ready(&wants);
+        while let Some((from, report)) = reports_rx.recv().await {
+            match report {
+                SyncReport::State(state) => {
+                    tracing::info!(member = from, state = state.name(), "sync group follows");
+                    for (j, tx) in event_txs.iter().enumerate() {
+                        if j != from {
+                            let _ = tx.send(Event::SyncGroupState(state));
+                        }
+                    }
+                }
+                SyncReport::Want(w) => {
+                    wants[from] = w;
+                    let now = group_ready(&wants);
+                    for (j, tx) in event_txs.iter().enumerate() {
+                        if now[j] != ready[j] {
+                            let _ = tx.send(Event::SyncGroupReady(now[j]));
+                        }
+                    }
+                    ready = now;
+                }
+            }
+        }
+    });
+    links
+}
+
 async fn observe(i: usize, source: Source, mut last: bool, tx: mpsc::Sender<(usize, bool)>) {
     match source {
         Source::Interface { name } => {
@@ -367,6 +450,15 @@ mod tests {
         ]);
         assert!(g.iter().all(|t| t.fault));
         assert_eq!(g.iter().map(|t| t.delta).collect::<Vec<_>>(), [-10, 0, 3]);
+    }
+
+    #[test]
+    fn group_is_ready_when_the_others_want_master() {
+        assert_eq!(group_ready(&[false, false]), [false, false]);
+        // The one that does not want yet is the one that may go.
+        assert_eq!(group_ready(&[true, false]), [false, true]);
+        assert_eq!(group_ready(&[true, true, false]), [false, false, true]);
+        assert_eq!(group_ready(&[true, true]), [true, true]);
     }
 
     #[test]

@@ -106,7 +106,97 @@ pub fn validate(new: &Topology, old: &Topology, force: bool) -> Report {
     duplicate_services(new, &mut report);
     vip_is_not_a_real_server(new, &mut report);
     removed_every_real_server(new, old, force, &mut report);
+    if report.is_ok() {
+        agent_rules(new, old, &mut report);
+    }
     report
+}
+
+/// The director agent's own validation ([`lb_agent::director::plan`]: VRRP
+/// settings it can run, health checks it can build, an IPVS table the kernel
+/// takes) for every director of what changed, so that what the controller
+/// accepts no agent NACKs. Only the groups and services that differ from
+/// `old` (and the services their instances track) are checked.
+fn agent_rules(new: &Topology, old: &Topology, report: &mut Report) {
+    use lb_agent::director::plan::{DirectorPlan, group_directors};
+    let changed_services: BTreeSet<&str> = new
+        .services
+        .iter()
+        .filter(|s| !old.services.contains(s))
+        .map(|s| s.name.as_str())
+        .collect();
+    let groups: Vec<&DirectorGroup> = new
+        .director_groups
+        .iter()
+        .filter(|g| {
+            !old.director_groups.contains(g)
+                || new.services.iter().any(|s| {
+                    s.director_group == g.name && changed_services.contains(s.name.as_str())
+                })
+        })
+        .collect();
+    if groups.is_empty() {
+        return;
+    }
+    let tracked: BTreeSet<&str> = groups
+        .iter()
+        .flat_map(|g| g.vrrp.iter().flat_map(|v| &v.instances))
+        .flat_map(|i| i.track_services.iter().map(|t| t.service.as_str()))
+        .collect();
+    let config = lb_proto::v1::DirectorConfig {
+        node: String::new(),
+        nodes: new.nodes.clone(),
+        director_groups: groups.iter().map(|g| (*g).clone()).collect(),
+        services: new
+            .services
+            .iter()
+            .filter(|s| {
+                changed_services.contains(s.name.as_str()) || tracked.contains(s.name.as_str())
+            })
+            .cloned()
+            .collect(),
+        settings: None,
+    };
+    let directors: BTreeSet<String> = groups.iter().flat_map(|g| group_directors(g)).collect();
+    let mut seen = BTreeSet::new();
+    for node in directors {
+        if let Err(e) = DirectorPlan::from_config(&config, &node) {
+            use lb_agent::director::plan::PlanError;
+            let (object, field, message) = match &e {
+                PlanError::Service {
+                    service,
+                    field,
+                    reason,
+                } => (service_object(service), field.clone(), reason.clone()),
+                PlanError::Group {
+                    group,
+                    field,
+                    reason,
+                } => (group_object(group), field.clone(), reason.clone()),
+                PlanError::Health(h) => (
+                    service_object(&h.service),
+                    h.field.clone(),
+                    match &h.real_server {
+                        Some(rs) => format!("real server {rs}: {}", h.reason),
+                        None => h.reason.clone(),
+                    },
+                ),
+                PlanError::Vrrp(v) => (
+                    group_object(&v.group),
+                    String::new(),
+                    format!("instance {}: {}", v.instance, v.message),
+                ),
+                other => (node_object(&node), String::new(), other.to_string()),
+            };
+            if seen.insert((object.clone(), field.clone(), message.clone())) {
+                report.error(
+                    object,
+                    field,
+                    format!("{message} (director {node} would refuse it)"),
+                );
+            }
+        }
+    }
 }
 
 fn node_object(name: &str) -> String {

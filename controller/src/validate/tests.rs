@@ -224,6 +224,13 @@ fn port_zero_needs_persistence_or_fwmark() {
         timeout: Some(lb_proto::duration::Duration::from_millis(300_000)),
         ..Default::default()
     });
+    // With no port anywhere, the DNS check needs one of its own: a director
+    // could not run it otherwise.
+    assert_one_error(
+        &t,
+        "service dns: field healthCheck.connectPort: real server rs1: the real server has no port: set connectPort for this check (director ds1 would refuse it)",
+    );
+    t.services[0].health_check.as_mut().unwrap().connect_port = 53;
     assert!(errors(&t).is_empty(), "{:?}", errors(&t));
 }
 
@@ -409,4 +416,25 @@ fn bad_addresses_are_named() {
         ),
         "{errs:?}"
     );
+}
+
+/// In: seed 000 with VRRP v2 at a 1.5 s advert interval, which the director
+/// agent cannot run (v2 carries whole seconds). Out: refused before a write,
+/// naming the group and instance and the director that would refuse it;
+/// the same topology unchanged against itself is not checked again.
+#[test]
+fn what_a_director_would_refuse_is_refused() {
+    let mut t = seed();
+    let vrrp = t.director_groups[0].vrrp.as_mut().unwrap();
+    vrrp.version = 2;
+    vrrp.advert_interval = Some(lb_proto::duration::Duration::from_millis(1500));
+    let errs = errors(&t);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("director group dns-lb: instance VI_1:")
+            && errs[0].contains("whole seconds")
+            && errs[0].ends_with("(director ds1 would refuse it)"),
+        "{errs:?}"
+    );
+    assert!(validate(&t, &t, false).errors.is_empty());
 }

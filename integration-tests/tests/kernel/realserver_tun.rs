@@ -375,3 +375,175 @@ fn dr_http_through_the_vip_reaches_both_real_servers() -> Result<()> {
 fn tun_ipv6_http_through_the_vip_reaches_both_real_servers() -> Result<()> {
     lvs_through_agents("rs-tun6", "fd00::100", "-i", "tun")
 }
+
+/// The UDP port of the GUE test.
+const GUE_PORT: &str = "6080";
+
+fn has_gue_port(host: &Host, port: &str) -> bool {
+    host.run_ok(["ip", "fou", "show"]).is_ok_and(|o| {
+        o.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(port) && l.contains("gue"))
+    })
+}
+
+/// One LVS-TUN lab with `encap` as IPVS's tunnel type (ipvsadm
+/// `--tun-type`), real servers configured only by the agent with `tunnel`.
+/// HTTP through the VIP must reach both; `check` looks at each real server
+/// while the agents run, `after` once its agent stopped; on SIGTERM the
+/// values go back.
+fn tun_encapsulation(
+    name: &str,
+    ipvsadm_tunnel: &[&str],
+    tunnel: &str,
+    device: &str,
+    check: impl Fn(&Host, &mut Proc) -> Result<()>,
+    after: impl Fn(&Host) -> Result<()>,
+) -> Result<()> {
+    lb_lab::kernel::require_ipvs();
+    modprobe("ip_vs_rr")?;
+    let lab = Lab::new(name)?;
+    let client = lab.host("client", &["10.0.0.1/24"])?;
+    let director = lab.host("dir", &["10.0.0.2/24"])?;
+    let rs1 = lab.host("rs1", &["10.0.0.11/24"])?;
+    let rs2 = lab.host("rs2", &["10.0.0.12/24"])?;
+    director.add_addr("eth0", &format!("{VIP}/32"))?;
+    director.run_ok(["ipvsadm", "-A", "-t", &format!("{VIP}:80"), "-s", "rr"])?;
+    for rip in ["10.0.0.11", "10.0.0.12"] {
+        let target = format!("{rip}:80");
+        let service = format!("{VIP}:80");
+        let mut argv = vec![
+            "ipvsadm", "-a", "-t", &service, "-r", &target, "-i", "-w", "1",
+        ];
+        argv.extend_from_slice(ipvsadm_tunnel);
+        director.run_ok(argv)?;
+    }
+    eprintln!("{}", director.run_ok(["ipvsadm", "-Ln"])?);
+    let mut before = Vec::new();
+    for rs in [&rs1, &rs2] {
+        rs.set_sysctl("net.ipv4.conf.all.rp_filter", "1")?;
+        rs.set_sysctl("net.ipv4.conf.default.rp_filter", "1")?;
+        before.push(sysctls(rs)?);
+    }
+    let _www1 = rs1.http_server(80)?;
+    let _www2 = rs2.http_server(80)?;
+    let url = http_url(VIP.parse()?, 80);
+
+    let vips = format!("[{{address: {VIP}, forwarding: tun, tunnel: {tunnel}}}]");
+    let mut a1 = start_agent(&rs1, &vips)?;
+    let mut a2 = start_agent(&rs2, &vips)?;
+    wait_ready(&rs1, &mut a1)?;
+    wait_ready(&rs2, &mut a2)?;
+    for (rs, agent) in [(&rs1, &mut a1), (&rs2, &mut a2)] {
+        ensure!(
+            has_vip(rs, device) && link_up(rs, device),
+            "{device} of {}:\n{}",
+            rs.name(),
+            agent.log()
+        );
+        ensure!(rs.sysctl("net.ipv4.conf.all.rp_filter")? == "0");
+        check(rs, agent)?;
+    }
+
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let body = client
+            .http_get_timeout(&url, scaled(Duration::from_secs(3)))
+            .with_context(|| {
+                format!(
+                    "HTTP through the VIP ({name}):\n{}",
+                    director
+                        .run_ok(["ipvsadm", "-Ln", "--stats"])
+                        .unwrap_or_default()
+                )
+            })?;
+        seen.insert(body.trim().to_string());
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    ensure!(
+        seen == ["rs1".to_string(), "rs2".to_string()].into(),
+        "HTTP through the VIP reached {seen:?}"
+    );
+    eprintln!("{}", director.run_ok(["ipvsadm", "-Ln", "--stats"])?);
+
+    for (rs, agent, before) in [(&rs1, &mut a1, &before[0]), (&rs2, &mut a2, &before[1])] {
+        let status = agent.terminate(scaled(Duration::from_secs(10)));
+        ensure!(status.success(), "{status}: {}", agent.log());
+        ensure!(
+            !has_vip(rs, device),
+            "VIP left on {device} of {}",
+            rs.name()
+        );
+        after(rs)?;
+        ensure!(
+            &sysctls(rs)? == before,
+            "sysctls of {} not restored",
+            rs.name()
+        );
+    }
+    Ok(())
+}
+
+/// IPVS in TUN mode with GRE (`--tun-type gre`, Linux 5.3+); the real
+/// servers have `tunnel: {type: gre}` and hold the VIP on gre0.
+#[test]
+fn tun_gre_through_the_vip_reaches_both_real_servers() -> Result<()> {
+    modprobe("ip_gre")?;
+    tun_encapsulation(
+        "rs-gre",
+        &["--tun-type", "gre"],
+        "{type: gre}",
+        "gre0",
+        |_, _| Ok(()),
+        |_| Ok(()),
+    )
+}
+
+/// IPVS in TUN mode with GUE (`--tun-type gue --tun-port 6080`); the real
+/// servers have `tunnel: {type: gue, port: 6080}`: the agent opens the fou
+/// port and holds the VIP on tunl0. A port closed by hand is opened again;
+/// SIGTERM closes it.
+#[test]
+fn tun_gue_through_the_vip_reaches_both_real_servers() -> Result<()> {
+    modprobe("fou")?;
+    modprobe("ipip")?;
+    tun_encapsulation(
+        "rs-gue",
+        &["--tun-type", "gue", "--tun-port", GUE_PORT],
+        &format!("{{type: gue, port: {GUE_PORT}}}"),
+        "tunl0",
+        |rs, agent| {
+            ensure!(
+                has_gue_port(rs, GUE_PORT),
+                "no GUE port on {}: {:?}\n{}",
+                rs.name(),
+                rs.run_ok(["ip", "fou", "show"]),
+                agent.log()
+            );
+            rs.run_ok(["ip", "fou", "del", "port", GUE_PORT])?;
+            wait_for(
+                || has_gue_port(rs, GUE_PORT),
+                scaled(Duration::from_secs(10)),
+            )
+            .with_context(|| format!("GUE port not opened again:\n{}", agent.log()))?;
+            ensure!(
+                agent
+                    .log()
+                    .lines()
+                    .any(|l| l.contains("drift repaired") && l.contains("GUE port 6080")),
+                "no drift report:\n{}",
+                agent.log()
+            );
+            Ok(())
+        },
+        |rs| {
+            ensure!(
+                !has_gue_port(rs, GUE_PORT),
+                "GUE port left open on {}",
+                rs.name()
+            );
+            Ok(())
+        },
+    )
+}
