@@ -58,12 +58,7 @@ fn units_hold_the_agents_settings() -> Result<()> {
             one("ExecStart")? == format!("/usr/bin/lb-agent {role}"),
             "{name}"
         );
-        if name.contains("director") {
-            ensure!(one("ExecReload")? == "/bin/kill -HUP $MAINPID", "{name}");
-        } else {
-            // The real-server agent stops on SIGHUP: no reload by signal.
-            ensure!(!keys.contains_key("ExecReload"), "{name}: ExecReload");
-        }
+        ensure!(one("ExecReload")? == "/bin/kill -HUP $MAINPID", "{name}");
         for (k, v) in [
             ("KillSignal", "SIGTERM"),
             ("Restart", "on-failure"),
