@@ -47,18 +47,19 @@ test: deps
 	done; \
 	echo "==> make test passed in $$(( $$(date +%s) - start ))s"
 
-# What works today, until the director agent assembles VRRP, IPVS and the
-# health checks (then this becomes seed 000 end to end): every seed's topology
-# validated by lbctl; then, in the real-kernel lab, real servers configured only
-# by `lb-agent realserver` (VIP on lo for DR, on tunl0 for TUN, ARP and
-# rp_filter sysctls) carrying HTTP from a client through the VIP of a director
-# whose IPVS rules are set with ipvsadm, and our IPVS client's table read back
-# against ipvsadm.
+# Every seed's topology validated by lbctl; then seed 000 (DNS over LVS-DR) in
+# the real-kernel lab, run by lb alone: two `lb-agent director`s (VRRP, IPVS,
+# DNS health checks), two real servers with `lb-agent realserver` and dnsmasq,
+# a client asking the VIP with dig. It prints each step: answers from both
+# real servers, a real server stopped and the traffic moving, the master
+# killed and the backup answering. The demo test is #[ignore]d so that the
+# kernel suite of `make test`, where director_dns_dr checks the same steps,
+# does not run it again.
 demo: deps build
 	@echo "==> lbctl validate: one topology per seed setup"
-	@for f in examples/*.yaml; do target/debug/lbctl validate "$$f"; done
-	@echo "==> real-kernel lab: LVS-DR and LVS-TUN to real servers run by lb-agent realserver"
-	integration-tests/vm/run http_through_the_vip ipvs -- --nocapture
+	@for f in examples/*.yaml; do "$${CARGO_TARGET_DIR:-target}/debug/lbctl" validate "$$f"; done
+	@echo "==> real-kernel lab: seed 000 run by lb-agent director and lb-agent realserver"
+	integration-tests/vm/run demo_seed000 -- --nocapture --test-threads=1 --include-ignored
 
 bench: deps
 	integration-tests/bench/run $(BENCH)

@@ -7,7 +7,12 @@
 //!
 //! One module per area; add yours as a `mod` line below.
 
+mod agents;
+mod demo;
+mod director_dns_dr;
 mod director_drain;
+mod director_seeds;
+mod dns_dr_lab;
 mod ipvs;
 mod realserver_tun;
 mod smoke_dr;
