@@ -261,6 +261,7 @@ pub fn spawn_with_observer(
         checks: HashMap::new(),
         index: HashMap::new(),
         services: BTreeMap::new(),
+        specs: HashMap::new(),
         timers: BinaryHeap::new(),
         service_timers: BinaryHeap::new(),
         next_id: 0,
@@ -309,6 +310,9 @@ struct Runner {
     checks: HashMap<CheckId, Entry>,
     index: HashMap<(String, SocketAddr), CheckId>,
     services: BTreeMap<String, ServiceState>,
+    /// The spec each service was last applied with: an equal one is left
+    /// alone, so a change to one service of thousands costs one service.
+    specs: HashMap<String, ServiceSpec>,
     timers: BinaryHeap<Reverse<(Instant, CheckId)>>,
     service_timers: BinaryHeap<Reverse<(Instant, String)>>,
     next_id: CheckId,
@@ -422,7 +426,21 @@ impl Runner {
         // Which checks stay, which are new.
         let mut keep: HashMap<(String, SocketAddr), CheckId> = HashMap::new();
         let mut fresh: Vec<(String, RealServerSpec, Checker, ExecEnv)> = vec![];
+        let unchanged: HashSet<String> = services
+            .iter()
+            .filter(|(svc, _)| self.specs.get(&svc.name) == Some(svc))
+            .map(|(svc, _)| svc.name.clone())
+            .collect();
         for (svc, checkers) in &services {
+            if unchanged.contains(&svc.name) {
+                for rs in &svc.real_servers {
+                    let key = (svc.name.clone(), rs.addr);
+                    if let Some(id) = self.index.get(&key) {
+                        keep.insert(key, *id);
+                    }
+                }
+                continue;
+            }
             for (rs, checker) in svc.real_servers.iter().zip(checkers) {
                 let key = (svc.name.clone(), rs.addr);
                 let env = ExecEnv {
@@ -491,6 +509,12 @@ impl Runner {
         let mut next_services = BTreeMap::new();
         let mut all_actions = vec![];
         for (svc, _) in &services {
+            if unchanged.contains(&svc.name)
+                && let Some(state) = self.services.remove(&svc.name)
+            {
+                next_services.insert(svc.name.clone(), state);
+                continue;
+            }
             let (state, actions) = match self.services.get(&svc.name) {
                 Some(old) => old.reconfigure(svc, self.initial(&svc.name), now),
                 None => ServiceState::new(svc, self.initial(&svc.name), now),
@@ -508,6 +532,10 @@ impl Runner {
         self.quorum_tx
             .send_modify(|m| m.retain(|name, _| next_services.contains_key(name)));
         self.services = next_services;
+        self.specs = services
+            .into_iter()
+            .map(|(svc, _)| (svc.name.clone(), svc))
+            .collect();
         for (name, actions) in all_actions {
             self.emit(&name, actions).await;
         }

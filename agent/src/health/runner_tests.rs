@@ -501,3 +501,40 @@ async fn concurrency_is_bounded() {
         tokio::time::sleep(100 * MS).await;
     }
 }
+
+// In: two services up, then a configuration that changes only the weight of
+// one's real server, with the other service's spec unchanged. Out: exactly one
+// action, the SetWeight of the changed service; nothing for the other (its
+// state is left as it was, not rebuilt).
+#[tokio::test]
+async fn only_changed_services_are_reconfigured() {
+    let a = http_server(false).await;
+    let b = http_server(false).await;
+    let (h, mut rx) = start();
+    let check = http_check(timing(100, 1, 1));
+    let both = |wa| {
+        vec![
+            service("one", vec![rs(a.addr, wa, check.clone())]),
+            service("two", vec![rs(b.addr, 1, check.clone())]),
+        ]
+    };
+    h.apply(both(1)).await.unwrap();
+    next_transition(&mut rx).await;
+    next_transition(&mut rx).await;
+    drain_actions(&mut rx).await;
+    h.apply(both(3)).await.unwrap();
+    let mut events = vec![];
+    while let Ok(Some(ev)) = tokio::time::timeout(50 * MS, rx.recv()).await {
+        events.push(ev);
+    }
+    assert_eq!(
+        events,
+        vec![HealthEvent::Action {
+            service: "one".into(),
+            action: ServiceAction::Destination {
+                target: Target::Real(a.addr),
+                change: DestinationChange::SetWeight { weight: 3 }
+            }
+        }]
+    );
+}
