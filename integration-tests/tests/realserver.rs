@@ -818,3 +818,66 @@ fn controller_pushes_the_vips_and_gates_the_director_on_readiness() -> Result<()
     );
     Ok(())
 }
+
+/// The reason a VIP is not ready, from the last status report.
+fn vip_reason(host: &Host, vip: &str) -> String {
+    status(host)
+        .and_then(|s| {
+            s["vips"]
+                .as_array()?
+                .iter()
+                .find(|v| v["address"] == vip)
+                .map(|v| v["reason"].as_str().unwrap_or("").to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// In: a NAT VIP whose replies must route through the director (.2); the
+/// real server's default route via the director, then via another router
+/// (.1), then a multipath default route over both. Out: ready only while
+/// every reply goes through the director, not ready (with the reason)
+/// otherwise; nothing is bound for NAT.
+#[test]
+fn nat_is_ready_only_while_replies_route_through_the_director() -> Result<()> {
+    let lab = Lab::new("rs-nat")?;
+    let _client = lab.host("client", &["10.0.0.1/24"])?;
+    let _director = lab.host("director", &["10.0.0.2/24"])?;
+    let rs = lab.host("rs1", &["10.0.0.11/24"])?;
+    rs.ip(["route", "add", "default", "via", "10.0.0.2"])?;
+    let cfg = config(
+        &rs,
+        &format!("[{{address: {VIP4}, forwarding: nat, natGateway: 10.0.0.2}}]"),
+        "200ms",
+    )?;
+    let mut agent = start_agent(&rs, &cfg)?;
+    let ready = |want: bool| {
+        wait_for(
+            || vip_status(&rs, VIP4).is_some_and(|(r, _)| r == want),
+            scaled(Duration::from_secs(10)),
+        )
+    };
+    ready(true).with_context(|| format!("never ready via the director:\n{}", agent.log()))?;
+    ensure!(!rs.has_addr(VIP4)?, "NAT bound the VIP");
+
+    rs.ip(["route", "replace", "default", "via", "10.0.0.1"])?;
+    ready(false).with_context(|| format!("still ready via another router: {:?}", status(&rs)))?;
+    ensure!(
+        vip_reason(&rs, VIP4).contains("10.0.0.2"),
+        "reason: {}",
+        vip_reason(&rs, VIP4)
+    );
+
+    rs.ip(["route", "replace", "default", "via", "10.0.0.2"])?;
+    ready(true).context("not ready again via the director")?;
+    rs.ip([
+        "route", "replace", "default", "nexthop", "via", "10.0.0.2", "nexthop", "via", "10.0.0.1",
+    ])?;
+    ready(false).with_context(|| {
+        format!(
+            "ready with half the replies around the director: {:?}",
+            status(&rs)
+        )
+    })?;
+    agent.terminate(scaled(Duration::from_secs(10)));
+    Ok(())
+}
