@@ -85,10 +85,9 @@ mod tests {
     use super::*;
 
     fn hop(g: [u8; 4]) -> RouteNextHop {
-        RouteNextHop {
-            attributes: vec![RouteAttribute::Gateway(RouteAddress::Inet(g.into()))],
-            ..Default::default()
-        }
+        let mut h = RouteNextHop::default();
+        h.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet(g.into()))];
+        h
     }
 
     /// In: a plain default route, and multipath ones with two next hops.
