@@ -52,19 +52,10 @@ impl Prefix {
 /// The director node names of a group: its `directors`, or else every node
 /// named in an instance's priorities (sorted, without repeats).
 pub fn group_directors(group: &DirectorGroup) -> Vec<String> {
-    let mut names: Vec<String> = if group.directors.is_empty() {
-        group
-            .vrrp
-            .iter()
-            .flat_map(|v| v.instances.iter())
-            .flat_map(|i| i.priorities.keys().cloned())
-            .collect()
-    } else {
-        group.directors.clone()
-    };
-    names.sort();
-    names.dedup();
-    names
+    // The agents' rule, so both sides agree on who directs a group.
+    lb_agent::director::plan::group_directors(group)
+        .into_iter()
+        .collect()
 }
 
 /// A node by name.
