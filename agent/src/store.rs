@@ -22,6 +22,32 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
+/// Replaces `path` with `bytes` through a temporary file in the same
+/// directory and a rename, so a reader sees the old content or the new, never
+/// half. `durable` also syncs the file before the rename and the directory
+/// after it, so the new content survives a crash; reports rewritten often
+/// and not needed after one pass `false`.
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
+    }
+    std::fs::rename(&tmp, path)?;
+    if durable {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Version of the envelope this agent writes and reads.
 pub const FORMAT: u32 = 1;
 
@@ -162,23 +188,7 @@ impl<T: Serialize + DeserializeOwned> ConfigStore<T> {
             config,
         };
         let bytes = serde_json::to_vec(&env).map_err(|e| self.io(std::io::Error::other(e)))?;
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(|e| self.io(e))?;
-            f.write_all(&bytes).map_err(|e| self.io(e))?;
-            f.sync_all().map_err(|e| self.io(e))?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
-        // The rename is durable once the directory is synced.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+        write_atomic(&self.path, &bytes, true).map_err(|e| self.io(e))?;
         Ok(())
     }
 }

@@ -143,16 +143,6 @@ pub async fn run<A: Applier>(
     }
 }
 
-fn now() -> pbjson_types::Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
 fn msg(m: agent_message::Msg) -> AgentMessage {
     AgentMessage { msg: Some(m) }
 }
@@ -264,7 +254,7 @@ async fn session<A: Applier>(
                 if last_heard.elapsed() > config.keepalive * 3 {
                     return Err(stream_err("no message for three keepalive intervals".to_string()));
                 }
-                let _ = out_tx.try_send(msg(agent_message::Msg::Keepalive(Keepalive { time: Some(now()) })));
+                let _ = out_tx.try_send(msg(agent_message::Msg::Keepalive(Keepalive { time: Some(lb_proto::now()) })));
             }
         }
     }

@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 use lb_proto::v1::{
     AgentConnection, AgentMessage, AgentStatus, Applied, ControllerMessage, DesiredState, Event,
@@ -84,19 +83,9 @@ pub struct Fleet {
     events_tx: broadcast::Sender<Event>,
 }
 
-fn now() -> pbjson_types::Timestamp {
-    let d = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
 fn event(node: &str, kind: event::Kind) -> Event {
     Event {
-        time: Some(now()),
+        time: Some(lb_proto::now()),
         node: node.to_string(),
         kind: Some(kind),
     }
@@ -230,7 +219,7 @@ impl Fleet {
         agent.status.connected = true;
         agent.status.version = hello.version.clone();
         agent.status.applied_revision = hello.applied_revision;
-        agent.status.last_seen = Some(now());
+        agent.status.last_seen = Some(lb_proto::now());
         agent.status.replica = self.replica.clone();
         self.emit(event(
             &hello.node,
@@ -287,7 +276,7 @@ impl Fleet {
         if agent.session.as_ref().is_none_or(|s| s.id != id) {
             return None;
         }
-        agent.status.last_seen = Some(now());
+        agent.status.last_seen = Some(lb_proto::now());
         match message.msg? {
             agent_message::Msg::Hello(_) | agent_message::Msg::Keepalive(_) => None,
             agent_message::Msg::Ack(ack) => {

@@ -21,5 +21,21 @@ pub mod v1 {
 /// The encoded `FileDescriptorSet` of lb.v1 and its imports, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lb_descriptor");
 
+/// A point in time as `google.protobuf.Timestamp`.
+pub fn timestamp(t: std::time::SystemTime) -> pbjson_types::Timestamp {
+    let d = t
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    pbjson_types::Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// Now as `google.protobuf.Timestamp`.
+pub fn now() -> pbjson_types::Timestamp {
+    timestamp(std::time::SystemTime::now())
+}
+
 /// Version of the lb programs, from the workspace.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

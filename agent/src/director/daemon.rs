@@ -137,9 +137,10 @@ pub fn check(options: &Options) -> Result<(), DaemonError> {
 /// configuration if there is one and the controller cannot be reached.
 pub async fn run(options: Options, mut signals: Signals) -> Result<(), DaemonError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (director, task, sync) = if options.controller.is_empty() {
-        let (d, t) = start_standalone(&options).await?;
-        (d, t, None)
+    // `shutdown` returns once the director has stopped: its task handle is
+    // not needed here.
+    let (director, sync) = if options.controller.is_empty() {
+        (start_standalone(&options).await?, None)
     } else {
         tokio::select! {
             r = start_controlled(&options, stop_rx.clone()) => r?,
@@ -166,7 +167,6 @@ pub async fn run(options: Options, mut signals: Signals) -> Result<(), DaemonErr
         let _ = sync.await;
     }
     director.shutdown().await;
-    let _ = task.await;
     for s in servers {
         let _ = s.await;
     }
@@ -174,9 +174,7 @@ pub async fn run(options: Options, mut signals: Signals) -> Result<(), DaemonErr
     Ok(())
 }
 
-async fn start_standalone(
-    options: &Options,
-) -> Result<(DirectorHandle, JoinHandle<()>), DaemonError> {
+async fn start_standalone(options: &Options) -> Result<DirectorHandle, DaemonError> {
     let path = options.config.as_ref().ok_or(DaemonError::NoConfig)?;
     let (cfg, read_error) = match crate::config::load_director(path) {
         Ok(c) => (Some(c), None),
@@ -188,7 +186,7 @@ async fn start_standalone(
     let node = node_of(options, cfg.as_ref());
     let kernel = Kernel::connect(Some(super::vrrp_thread(options.realtime_priority)?))?;
     match super::start(cfg, None, &node, options.state_dir.clone(), kernel).await {
-        Ok(d) => Ok(d),
+        Ok((d, _task)) => Ok(d),
         Err(e) => Err(match read_error {
             Some(r) => r.into(),
             None => e.into(),
@@ -201,7 +199,7 @@ async fn start_standalone(
 async fn start_controlled(
     options: &Options,
     stop_rx: watch::Receiver<bool>,
-) -> Result<(DirectorHandle, JoinHandle<()>, Option<JoinHandle<()>>), DaemonError> {
+) -> Result<(DirectorHandle, Option<JoinHandle<()>>), DaemonError> {
     let node = options.node.clone().unwrap_or_default();
     if node.is_empty() {
         return Err(DaemonError::Director(DirectorError::Invalid(
@@ -281,12 +279,7 @@ async fn start_controlled(
     let Some(handle) = handle else {
         return Err(DaemonError::NoConfig);
     };
-    // The director's task is owned by the applier; a stand-in to await.
-    let watch_task = {
-        let mut v = handle.watch_view();
-        tokio::spawn(async move { while v.changed().await.is_ok() {} })
-    };
-    Ok((handle, watch_task, Some(sync)))
+    Ok((handle, Some(sync)))
 }
 
 /// Applies what the controller pushes, starting the director on the first

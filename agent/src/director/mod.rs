@@ -40,6 +40,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use crate::api::FailoverAction;
 use crate::health::config::ServiceSpec;
 use crate::health::runner::{self, HealthEvent, HealthHandle, QuorumState, RunnerSettings};
 use crate::health::service::{DestinationChange, ServiceAction, Target};
@@ -49,7 +50,7 @@ use crate::ipvs::ownership::OwnedServices;
 use crate::ipvs::reconcile::{self, IpvsOp, ServiceState, Table};
 use crate::ipvs::{DestKey, ServiceKey, Stats};
 use crate::metrics::Metrics;
-use crate::store::{ConfigStore, Stored};
+use crate::store::{ConfigStore, Stored, write_atomic};
 use crate::vrrp::fsm::State;
 use crate::vrrp::instance::{InstanceHandle, Status as VrrpStatus, Transition};
 use crate::vrrp::track::{Source, Tracked};
@@ -157,15 +158,6 @@ pub struct ApplyOutcome {
     pub error: String,
 }
 
-/// A forced failover.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failover {
-    /// Give up mastership (FAULT, priority 0 sent) for the hold time.
-    Release,
-    /// Advertise with priority 254 for the hold time.
-    Take,
-}
-
 /// What the director publishes for readers (API, status files).
 #[derive(Debug, Clone, Default)]
 pub struct View {
@@ -192,7 +184,7 @@ enum Command {
     },
     Failover {
         instance: String,
-        action: Failover,
+        action: FailoverAction,
         hold: Duration,
         reply: oneshot::Sender<Result<watch::Receiver<VrrpStatus>, DirectorError>>,
     },
@@ -274,7 +266,7 @@ impl DirectorHandle {
         let view = self.view();
         let mut status = view.status.clone();
         status.services = with_counters(&view, status.services).await;
-        status.time = Some(timestamp(SystemTime::now()));
+        status.time = Some(lb_proto::timestamp(SystemTime::now()));
         status
     }
 
@@ -353,7 +345,7 @@ impl DirectorHandle {
     pub async fn failover(
         &self,
         instance: &str,
-        action: Failover,
+        action: FailoverAction,
         hold: Duration,
     ) -> Result<v1::VrrpState, DirectorError> {
         let mut status = self
@@ -365,8 +357,8 @@ impl DirectorHandle {
             })
             .await?;
         let wanted = |s: &VrrpStatus| match action {
-            Failover::Release => s.state != State::Master,
-            Failover::Take => s.state == State::Master,
+            FailoverAction::Release => s.state != State::Master,
+            FailoverAction::Take => s.state == State::Master,
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), status.wait_for(wanted)).await;
         let state = status.borrow().state;
@@ -442,14 +434,6 @@ fn stats(s: &Stats) -> v1::IpvsStats {
         pps_out: s.outpps,
         bps_in: s.inbps,
         bps_out: s.outbps,
-    }
-}
-
-fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: d.subsec_nanos() as i32,
     }
 }
 
@@ -944,13 +928,13 @@ impl Director {
                 Some(ev) = self.health_rx.recv() => self.on_health(ev, &mut touched),
             }
         };
-        touched.extend(self.absorb_health_events().await);
+        touched.extend(self.absorb_health_events());
         result.map(|()| touched)
     }
 
     /// Takes every health event already queued (after an apply of the
     /// runner, which queues its actions before it answers).
-    async fn absorb_health_events(&mut self) -> BTreeSet<String> {
+    fn absorb_health_events(&mut self) -> BTreeSet<String> {
         let mut touched = BTreeSet::new();
         while let Ok(ev) = self.health_rx.try_recv() {
             self.on_health(ev, &mut touched);
@@ -1024,7 +1008,7 @@ impl Director {
 
     fn emit(&self, kind: event::Kind) {
         let _ = self.events_tx.send(v1::Event {
-            time: Some(timestamp(SystemTime::now())),
+            time: Some(lb_proto::timestamp(SystemTime::now())),
             node: self.node.clone(),
             kind: Some(kind),
         });
@@ -1474,7 +1458,7 @@ impl Director {
         self.weights.retain(|s, _| names.contains(s));
         self.sorry_active.retain(|s, _| names.contains(s));
         self.real_health.retain(|k, _| keep(k));
-        self.absorb_health_events().await;
+        self.absorb_health_events();
         self.sync_quorum_hooks();
         // IPVS: the difference between the old and the new desired table.
         let new = self.compute_desired();
@@ -1610,7 +1594,7 @@ impl Director {
     fn force_failover(
         &mut self,
         instance: &str,
-        action: Failover,
+        action: FailoverAction,
         hold: Duration,
     ) -> Result<watch::Receiver<VrrpStatus>, DirectorError> {
         let status = self
@@ -1633,8 +1617,8 @@ impl Director {
             .map(|u| u.names.clone())
             .unwrap_or_else(|| vec![instance.to_string()]);
         let (release, take) = match action {
-            Failover::Release => (false, false),
-            Failover::Take => (true, true),
+            FailoverAction::Release => (false, false),
+            FailoverAction::Take => (true, true),
         };
         for name in members {
             let hooks = self
@@ -1714,7 +1698,11 @@ impl Director {
             operations: u32::try_from(outcome.operations).unwrap_or(u32::MAX),
         }));
         let path = self.plan.state_dir.join(LAST_APPLY_FILE);
-        if let Err(e) = write_atomic(&path, &serde_json::to_vec(outcome).unwrap_or_default()) {
+        if let Err(e) = write_atomic(
+            &path,
+            &serde_json::to_vec(outcome).unwrap_or_default(),
+            false,
+        ) {
             warn!(path = %path.display(), error = %e, "last apply not written");
         }
     }
@@ -1725,7 +1713,7 @@ impl Director {
         let path = self.plan.state_dir.join(STATUS_FILE);
         match serde_json::to_vec(&status) {
             Ok(bytes) => {
-                if let Err(e) = write_atomic(&path, &bytes) {
+                if let Err(e) = write_atomic(&path, &bytes, false) {
                     warn!(path = %path.display(), error = %e, "status not written");
                 }
             }
@@ -1818,7 +1806,7 @@ impl Director {
             services,
             vips: vec![],
             last_error: self.last_error.clone(),
-            time: Some(timestamp(SystemTime::now())),
+            time: Some(lb_proto::timestamp(SystemTime::now())),
         }
     }
 }
@@ -1876,15 +1864,6 @@ fn describe_repair(op: &IpvsOp) -> (String, String) {
         ),
         IpvsOp::DelDest(k, d) => (format!("ipvs destination {d} of {k}"), "deleted".into()),
     }
-}
-
-/// Replaces `path` with `bytes` through a temporary file and a rename, so a
-/// reader never sees half a report. Reports are rewritten often and are not
-/// needed after a crash, so they are not synced (the configuration store is).
-fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 fn api_error(e: DirectorError) -> crate::api::ApiError {
@@ -1946,10 +1925,6 @@ impl crate::api::AgentBackend for DirectorHandle {
         action: crate::api::FailoverAction,
         hold: Duration,
     ) -> Result<v1::VrrpState, crate::api::ApiError> {
-        let action = match action {
-            crate::api::FailoverAction::Release => Failover::Release,
-            crate::api::FailoverAction::Take => Failover::Take,
-        };
         DirectorHandle::failover(self, &instance, action, hold)
             .await
             .map_err(api_error)

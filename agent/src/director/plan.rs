@@ -9,7 +9,7 @@
 //! weights.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -586,14 +586,6 @@ fn netmask(family: Family, text: &str) -> Option<u32> {
             let p: u32 = text.trim_start_matches('/').parse().ok()?;
             (1..=128).contains(&p).then_some(p)
         }
-    }
-}
-
-/// The VIP of a destination's service, for messages.
-pub fn vip_of(key: &ServiceKey) -> Option<IpAddr> {
-    match key {
-        ServiceKey::Addr { addr, .. } => Some(*addr),
-        ServiceKey::Fwmark { .. } => None,
     }
 }
 

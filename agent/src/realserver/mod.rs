@@ -24,7 +24,7 @@ pub mod kernel;
 pub mod plan;
 pub mod state;
 
-use std::{future::Future, time::SystemTime};
+use std::future::Future;
 
 use lb_proto::v1::{AgentStatus, DriftRepaired, ErrorDetail, Event, VipStatus, event};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -159,16 +159,6 @@ pub struct RealServer {
     commands_rx: mpsc::Receiver<Command>,
 }
 
-fn now() -> pbjson_types::Timestamp {
-    let d = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
 impl RealServer {
     /// Opens the kernel and the state directory, and reads the ledger a
     /// previous run left.
@@ -281,7 +271,7 @@ impl RealServer {
                 message,
                 ..Default::default()
             }),
-            time: Some(now()),
+            time: Some(lb_proto::now()),
             ..Default::default()
         };
         if let Err(e) = self.state.save_status(&status) {
@@ -334,7 +324,7 @@ impl RealServer {
                 let vips: Vec<String> = drift.vips.iter().map(|v| v.to_string()).collect();
                 warn!(object = %drift.need, action = %drift.action, vips = ?vips, "drift repaired");
                 let _ = self.events_tx.send(Event {
-                    time: Some(now()),
+                    time: Some(lb_proto::now()),
                     node: self.desired.node.clone(),
                     kind: Some(event::Kind::Drift(DriftRepaired {
                         object: drift.need.to_string(),

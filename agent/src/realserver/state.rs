@@ -100,17 +100,10 @@ impl StateDir {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    use std::io::Write;
-    let io = |source| StateError::Io {
+    crate::store::write_atomic(path, bytes, true).map_err(|source| StateError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 #[cfg(test)]

@@ -18,18 +18,10 @@ pub fn vrrp_state(s: State) -> VrrpState {
     }
 }
 
-fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
 /// A transition as an lb.v1 event of node `node` at `time`.
 pub fn transition_event(t: &Transition, node: &str, time: SystemTime) -> Event {
     Event {
-        time: Some(timestamp(time)),
+        time: Some(lb_proto::timestamp(time)),
         node: node.to_string(),
         kind: Some(event::Kind::Vrrp(VrrpTransition {
             instance: t.instance.clone(),
@@ -56,7 +48,7 @@ pub fn instance_status(
         effective_priority: u32::from(status.priority),
         master_address: status.master.map(|a| a.to_string()).unwrap_or_default(),
         advert_interval: Some(lb_proto::duration::Duration::from_std(status.adver_int)),
-        since: Some(timestamp(status.since)),
+        since: Some(lb_proto::timestamp(status.since)),
         transitions: status.transitions,
         drops: drops
             .snapshot()
