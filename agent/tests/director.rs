@@ -87,5 +87,27 @@ async fn thousands_of_destinations_start_and_shrink() {
     .unwrap();
     assert_eq!(stored.revision, 2);
     assert_eq!(stored.config.services[0].real_servers.len(), 3000);
+    assert!(
+        outcome.kernel_us <= outcome.duration_us,
+        "kernel {} us, in all {} us",
+        outcome.kernel_us,
+        outcome.duration_us
+    );
+    // The status file is written off the director's task; the last one is
+    // on disk once the director has stopped.
     d.shutdown().await;
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(director::STATUS_FILE)).unwrap())
+            .unwrap();
+    assert_eq!(
+        status["services"][0]["realServers"]
+            .as_array()
+            .map(Vec::len),
+        Some(3000),
+        "director-status.json after the stop"
+    );
+    assert_eq!(
+        status["appliedRevision"], "2",
+        "director-status.json after the stop"
+    );
 }

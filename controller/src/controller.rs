@@ -76,7 +76,7 @@ pub struct ApplyOutcome {
 }
 
 /// An operation that failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ControllerError {
     /// The store failed.
     #[error(transparent)]
@@ -97,8 +97,10 @@ struct Inner {
     fleet: Fleet,
     config: ControllerConfig,
     closing_tx: tokio::sync::watch::Sender<bool>,
-    /// One apply at a time on this replica.
-    apply_lock: tokio::sync::Mutex<()>,
+    /// One commit (of one or several applies) at a time on this replica.
+    apply_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Applies waiting for the next commit.
+    queue: std::sync::Mutex<Vec<Queued>>,
     /// Status other replicas shared, refreshed every tick.
     shared: std::sync::Mutex<Vec<lb_proto::v1::NodeStatus>>,
 }
@@ -120,6 +122,33 @@ fn now_ms() -> u64 {
 /// a race with another writer.
 const APPLY_RETRIES: usize = 8;
 
+/// Applies committed together at most.
+const BATCH_CHANGES: usize = 32;
+
+/// What an apply's turn gives back: its outcome without the plans, and the
+/// nodes whose state changes.
+type Turn = Result<(ApplyOutcome, Vec<NodeChange>), ControllerError>;
+
+/// The requests one store write covers: their answers and the changes to
+/// write.
+struct Round {
+    answers: Vec<Turn>,
+    changes: Vec<Change>,
+}
+
+/// About the bytes `topology` takes in the store (its JSON is about three
+/// times its protobuf encoding).
+fn store_size(topology: &lb_proto::v1::Topology) -> usize {
+    use prost::Message;
+    topology.encoded_len() * 4
+}
+
+/// An apply waiting for the next commit.
+struct Queued {
+    request: ChangeRequest,
+    reply: tokio::sync::oneshot::Sender<Turn>,
+}
+
 impl Controller {
     /// Loads the current topology and readiness and starts the background
     /// tasks (store watch, periodic reconcile); they end when the last clone
@@ -139,7 +168,8 @@ impl Controller {
                 config,
                 closing_tx: tokio::sync::watch::channel(false).0,
                 shared: std::sync::Mutex::new(Vec::new()),
-                apply_lock: tokio::sync::Mutex::new(()),
+                apply_lock: Arc::new(tokio::sync::Mutex::new(())),
+                queue: std::sync::Mutex::new(Vec::new()),
             }),
         };
         let closed = controller.closed();
@@ -200,14 +230,46 @@ impl Controller {
     }
 
     /// Validates and stores a change (or plans it, for a dry run).
+    ///
+    /// Applies that arrive while a commit is in flight are committed
+    /// together, in arrival order, in the next one (group commit): each still
+    /// gets a revision, a history entry and an outcome of its own, as if it
+    /// had been applied alone, and a failing one is answered with its own
+    /// error without holding the others back.
     pub async fn apply(&self, request: ChangeRequest) -> Result<ApplyOutcome, ControllerError> {
-        let (outcome, changes) = {
-            // Applies of this replica go one at a time, so they do not race
-            // each other for the compare-and-swap; other replicas are caught
-            // by it. The diffs are rendered after the turn.
+        let (outcome, changes) = if request.dry_run {
             let _turn = self.inner.apply_lock.lock().await;
             self.apply_in_turn(request).await?
+        } else {
+            let (reply, mut answer) = tokio::sync::oneshot::channel();
+            self.queue().push(Queued { request, reply });
+            let turn = self.inner.apply_lock.clone().lock_owned().await;
+            match answer.try_recv() {
+                // An earlier turn committed it.
+                Ok(result) => result?,
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                    // This turn commits everything queued, in a task of its
+                    // own: a caller that goes away does not cut a commit short.
+                    let batch = std::mem::take(&mut *self.queue());
+                    let controller = self.clone();
+                    tokio::spawn(async move {
+                        controller.commit_queued(batch).await;
+                        drop(turn);
+                    });
+                    answer.await.map_err(|_| {
+                        ControllerError::Store(StoreError::Backend(
+                            "the commit task ended without an answer".to_string(),
+                        ))
+                    })??
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return Err(ControllerError::Store(StoreError::Backend(
+                        "the commit task ended without an answer".to_string(),
+                    )));
+                }
+            }
         };
+        // The diffs are rendered after the turn.
         let plans = changes
             .into_iter()
             .map(|c| NodePlan {
@@ -217,6 +279,168 @@ impl Controller {
             })
             .collect();
         Ok(ApplyOutcome { plans, ..outcome })
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Commits queued applies, as many per store write as fit.
+    async fn commit_queued(&self, batch: Vec<Queued>) {
+        let mut queued: std::collections::VecDeque<Queued> = batch.into();
+        while !queued.is_empty() {
+            let answers = self.commit_round(&queued).await;
+            for answer in answers {
+                let q = queued.pop_front().expect("an answer per request");
+                let _ = q.reply.send(answer);
+            }
+        }
+    }
+
+    /// One store write for the first requests of `queued`: the answers of
+    /// those it covers (at least one), in order.
+    async fn commit_round(&self, queued: &std::collections::VecDeque<Queued>) -> Vec<Turn> {
+        let limit = self.inner.store.max_commit_bytes();
+        let mut current = self.inner.fleet.record();
+        let mut fresh = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (round, confirm) = self.evaluate_round(&current, queued, limit);
+            if confirm && !fresh {
+                // A revision to confirm, or nothing to write: against the
+                // store, not the cache.
+                match self.inner.store.current().await {
+                    Ok(record) => {
+                        current = record;
+                        fresh = true;
+                        continue;
+                    }
+                    Err(e) => return vec![Err(e.into())],
+                }
+            }
+            let Round { answers, changes } = round;
+            if changes.is_empty() {
+                return answers;
+            }
+            match self.inner.store.commit_all(current.revision, changes).await {
+                Ok(records) => {
+                    for record in &records {
+                        tracing::info!(
+                            revision = record.revision,
+                            author = %record.author,
+                            message = %record.message,
+                            "topology stored"
+                        );
+                    }
+                    if let Some(last) = records.into_iter().last() {
+                        self.inner.fleet.set_topology(last);
+                    }
+                    return answers;
+                }
+                Err(StoreError::Conflict { .. }) if attempt < APPLY_RETRIES => {
+                    match self.inner.store.current().await {
+                        Ok(record) => {
+                            current = record;
+                            fresh = true;
+                        }
+                        Err(e) => return vec![Err(e.into())],
+                    }
+                }
+                Err(e) => {
+                    let e = ControllerError::from(e);
+                    return answers
+                        .into_iter()
+                        .map(|a| match a {
+                            Ok((o, _)) if o.changed => Err(e.clone()),
+                            other => other,
+                        })
+                        .collect();
+                }
+            }
+        }
+    }
+
+    /// The first requests of `queued`, evaluated in order on top of
+    /// `current` and of each other, as many as one store write takes.
+    /// Also whether the answers should be confirmed against the store, in
+    /// case `current` is stale: an expected revision differs, or nothing is
+    /// to be written.
+    fn evaluate_round(
+        &self,
+        current: &Record,
+        queued: &std::collections::VecDeque<Queued>,
+        limit: usize,
+    ) -> (Round, bool) {
+        let mut topology = current.topology.clone();
+        let mut revision = current.revision;
+        let mut bytes = 0usize;
+        let mut answers = Vec::new();
+        let mut changes = Vec::new();
+        let mut stale = false;
+        // What each node would be told after the requests before.
+        let mut earlier: BTreeMap<String, DesiredState> = BTreeMap::new();
+        for q in queued {
+            let request = &q.request;
+            if request.expected_revision != 0 && request.expected_revision != revision {
+                stale = true;
+                answers.push(Err(StoreError::Conflict {
+                    expected: request.expected_revision,
+                    actual: revision,
+                }
+                .into()));
+                continue;
+            }
+            let next = match change::apply(&topology, &request.edit) {
+                Ok(t) => t,
+                Err(e) => {
+                    answers.push(Err(e.into()));
+                    continue;
+                }
+            };
+            let report = validate::validate(&next, &topology, request.force);
+            if !report.is_ok() {
+                answers.push(Err(ControllerError::Invalid(report)));
+                continue;
+            }
+            let changed = next != topology;
+            if changed {
+                // One request at least, then as many as fit in one write.
+                let size = store_size(&next);
+                if !changes.is_empty() && (changes.len() >= BATCH_CHANGES || bytes + size > limit) {
+                    break;
+                }
+                bytes += size;
+                revision += 1;
+            }
+            let node_changes = self.inner.fleet.changes_for(&next, revision, &earlier);
+            for c in &node_changes {
+                earlier.insert(c.node.clone(), c.new.clone());
+            }
+            answers.push(Ok((
+                ApplyOutcome {
+                    revision,
+                    changed,
+                    plans: Vec::new(),
+                    warnings: report.warnings,
+                },
+                node_changes,
+            )));
+            if changed {
+                changes.push(Change {
+                    author: request.author.clone(),
+                    time_ms: now_ms(),
+                    message: request.message.clone(),
+                    topology: next.clone(),
+                });
+                topology = next;
+            }
+        }
+        let confirm = stale || changes.is_empty();
+        (Round { answers, changes }, confirm)
     }
 
     /// [`Controller::apply`] on this replica's turn: the outcome without its
@@ -264,7 +488,10 @@ impl Controller {
             } else {
                 current.revision
             };
-            let changes = self.inner.fleet.changes_for(&topology, revision);
+            let changes = self
+                .inner
+                .fleet
+                .changes_for(&topology, revision, &BTreeMap::new());
             if request.dry_run || !changed {
                 let outcome = ApplyOutcome {
                     revision: current.revision,

@@ -285,15 +285,22 @@ impl Fleet {
                     // An ack of an earlier push; the latest is still pending.
                     return None;
                 }
-                // Holds change only when the applied configuration does.
-                let new_config = agent
-                    .applied
-                    .as_ref()
-                    .is_none_or(|a| !plan::same_config(a, pushed));
+                // Holds change only when what the director applied held
+                // a (real server, VIP) pair that its new state does not.
+                let releases = agent.role == NodeRole::Director
+                    && agent.applied.as_ref().is_some_and(|a| {
+                        !plan::same_config(a, pushed) && {
+                            let (mut before, mut after) = (Holds::new(), Holds::new());
+                            plan::add_holds(&mut before, a);
+                            plan::add_holds(&mut after, pushed);
+                            before.iter().any(|(node, vips)| {
+                                after.get(node).is_none_or(|v| !vips.is_subset(v))
+                            })
+                        }
+                    });
                 agent.applied = Some(pushed.clone());
                 agent.status.applied_revision = ack.revision;
                 agent.status.last_error = None;
-                let director = agent.role == NodeRole::Director && new_config;
                 self.emit(event(
                     node,
                     event::Kind::Applied(Applied {
@@ -304,7 +311,7 @@ impl Fleet {
                     }),
                 ));
                 // What directors applied decides when a real server may drop a VIP.
-                if director {
+                if releases {
                     self.reconcile_locked(&mut state);
                 }
                 None
@@ -374,9 +381,15 @@ impl Fleet {
 
     /// The nodes whose state changes if the topology becomes `topology` at
     /// `revision`: for each, what it was last told (or would be told now if
-    /// it never was) and what it would be told. Only the nodes whose inputs
-    /// changed are planned again.
-    pub fn changes_for(&self, topology: &lb_proto::v1::Topology, revision: u64) -> Vec<NodeChange> {
+    /// it never was, or what `earlier` says it will be told first) and what
+    /// it would be told. Only the nodes whose inputs changed are planned
+    /// again.
+    pub fn changes_for(
+        &self,
+        topology: &lb_proto::v1::Topology,
+        revision: u64,
+        earlier: &BTreeMap<String, DesiredState>,
+    ) -> Vec<NodeChange> {
         let state = self.lock();
         with_input(&state, topology, revision, |input| {
             let changes = plan::replan_changes(&state.planned, input);
@@ -390,10 +403,14 @@ impl Fleet {
                 let Some(new) = changes.state(&state.planned, name) else {
                     continue;
                 };
-                let old = state
-                    .agents
+                let old = earlier
                     .get(name)
-                    .and_then(|a| a.pushed.as_ref().or(a.applied.as_ref()))
+                    .or_else(|| {
+                        state
+                            .agents
+                            .get(name)
+                            .and_then(|a| a.pushed.as_ref().or(a.applied.as_ref()))
+                    })
                     .or_else(|| state.planned.states.get(name));
                 if old.is_some_and(|o| plan::same_config(o, new)) {
                     continue;

@@ -357,21 +357,7 @@ async fn concurrent_applies_each_build_on_the_last(backend: support::Backend) {
     for n in 0..8u32 {
         let mut client = served.client().await;
         tasks.push(tokio::spawn(async move {
-            let node = lb_proto::v1::Node {
-                name: format!("extra{n}"),
-                role: lb_proto::v1::NodeRole::Realserver as i32,
-                address: format!("192.168.56.{}", 200 + n),
-                ..Default::default()
-            };
-            let request = ApplyRequest {
-                content: Some(apply_request::Content::Objects(ObjectList {
-                    objects: vec![Object {
-                        kind: Some(object::Kind::Node(node)),
-                    }],
-                })),
-                message: format!("add extra{n}"),
-                ..Default::default()
-            };
+            let request = add_node(n, format!("192.168.56.{}", 200 + n), 0);
             client.apply(request).await.unwrap().into_inner()
         }));
     }
@@ -402,6 +388,100 @@ async fn concurrent_applies_each_build_on_the_last(backend: support::Backend) {
     let current = backend.store.current().await.unwrap();
     assert_eq!(current.revision, 9);
     assert_eq!(served.controller.fleet().record().revision, 9);
+}
+
+/// An Apply of one real-server node `extra{n}` at `address`.
+fn add_node(n: u32, address: String, expected_revision: u64) -> ApplyRequest {
+    let node = lb_proto::v1::Node {
+        name: format!("extra{n}"),
+        role: lb_proto::v1::NodeRole::Realserver as i32,
+        address,
+        ..Default::default()
+    };
+    ApplyRequest {
+        content: Some(apply_request::Content::Objects(ObjectList {
+            objects: vec![Object {
+                kind: Some(object::Kind::Node(node)),
+            }],
+        })),
+        message: format!("add extra{n}"),
+        expected_revision,
+        ..Default::default()
+    }
+}
+
+/// Applies that meet in one commit are still answered one by one: each
+/// valid one with a revision and plans of its own, each bad one with its own
+/// error, and nothing of the bad ones written.
+async fn concurrent_applies_are_answered_each_on_its_own(backend: support::Backend) {
+    let served = Served::start(backend.store.clone(), any_port(), "a").await;
+    let mut client = served.client().await;
+    client.apply(whole(support::seed(), "first")).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..12u32 {
+        let mut client = served.client().await;
+        tasks.push(tokio::spawn(async move {
+            let address = if n % 4 == 1 {
+                "not-an-address".to_string()
+            } else {
+                format!("192.168.56.{}", 200 + n)
+            };
+            let request = add_node(n, address, if n % 4 == 3 { 999 } else { 0 });
+            (n, client.apply(request).await)
+        }));
+    }
+    let mut revisions = Vec::new();
+    for t in tasks {
+        let (n, result) = t.await.unwrap();
+        match n % 4 {
+            1 => {
+                let status = result.unwrap_err();
+                assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+                assert!(
+                    status.message().contains(&format!("extra{n}")),
+                    "{status:?}"
+                );
+            }
+            3 => {
+                let status = result.unwrap_err();
+                assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+            }
+            _ => {
+                let r = result.unwrap().into_inner();
+                assert!(r.changed);
+                let nodes: Vec<&str> = r.plans.iter().map(|p| p.node.as_str()).collect();
+                assert_eq!(nodes, vec![format!("extra{n}")], "revision {}", r.revision);
+                revisions.push(r.revision);
+            }
+        }
+    }
+    revisions.sort();
+    assert_eq!(revisions, (2..=7).collect::<Vec<u64>>());
+    let history = backend.store.history(100).await.unwrap();
+    assert_eq!(history.len(), 7);
+    for record in &history[..6] {
+        let n: u32 = record
+            .message
+            .trim_start_matches("add extra")
+            .parse()
+            .unwrap();
+        assert_eq!(n % 4 % 2, 0, "{}", record.message);
+        assert!(
+            record
+                .topology
+                .nodes
+                .iter()
+                .any(|node| node.name == format!("extra{n}"))
+        );
+        assert!(
+            !record
+                .topology
+                .nodes
+                .iter()
+                .any(|node| node.address == "not-an-address")
+        );
+    }
+    assert_eq!(backend.store.current().await.unwrap().revision, 7);
 }
 
 macro_rules! both_backends {
@@ -435,6 +515,7 @@ both_backends!(
     drain_and_undrain,
     watch_events_streams_topology_changes,
     concurrent_applies_each_build_on_the_last,
+    concurrent_applies_are_answered_each_on_its_own,
 );
 
 #[tokio::test]

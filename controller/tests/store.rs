@@ -100,6 +100,60 @@ async fn concurrent_commits_on_one_revision_one_wins(store: Arc<dyn Store>) {
     assert_eq!(store.current().await.unwrap().revision, 1);
 }
 
+async fn one_write_commits_several_revisions_or_none(store: Arc<dyn Store>) {
+    store.commit(0, change(0)).await.unwrap();
+    let mut watch = store.watch().await.unwrap();
+    let records = store
+        .commit_all(1, vec![change(1), change(2), change(3)])
+        .await
+        .unwrap();
+    let revisions: Vec<u64> = records.iter().map(|r| r.revision).collect();
+    assert_eq!(revisions, vec![2, 3, 4]);
+    let current = store.current().await.unwrap();
+    assert_eq!(current.revision, 4);
+    assert_eq!(current.topology, change(3).topology);
+    let history = store.history(10).await.unwrap();
+    let messages: Vec<&str> = history.iter().map(|r| r.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        vec!["change 3", "change 2", "change 1", "change 0"]
+    );
+    assert_eq!(store.at(3).await.unwrap().unwrap().author, "tester2");
+    // The watch sees the write once, at its last revision.
+    let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("watch event within 5 s")
+        .expect("stream open")
+        .expect("no watch error");
+    match event {
+        StoreEvent::Topology(r) => assert_eq!(r.revision, 4),
+        other => panic!("expected revision 4, got {other:?}"),
+    }
+    // On a stale revision nothing of the write lands.
+    let err = store
+        .commit_all(2, vec![change(7), change(8)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::Conflict {
+            expected: 2,
+            actual: 4
+        }
+    );
+    let err = store.commit_all(9, vec![change(7)]).await.unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::Conflict {
+            expected: 9,
+            actual: 4
+        }
+    );
+    assert_eq!(store.current().await.unwrap().revision, 4);
+    assert_eq!(store.history(10).await.unwrap().len(), 4);
+    assert_eq!(store.at(5).await.unwrap(), None);
+}
+
 async fn readiness_is_kept(store: Arc<dyn Store>) {
     assert!(store.readiness().await.unwrap().is_empty());
     let vips: BTreeSet<String> = ["192.168.56.185".to_string()].into();
@@ -174,6 +228,7 @@ both_backends!(
     commits_grow_revisions_and_keep_history,
     stale_expected_revision_is_refused_and_nothing_written,
     concurrent_commits_on_one_revision_one_wins,
+    one_write_commits_several_revisions_or_none,
     readiness_is_kept,
     watch_sees_commits_and_readiness,
 );

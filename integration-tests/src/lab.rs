@@ -501,6 +501,22 @@ impl Host {
         self.spawn_cmd(self.command(argv), &prog)
     }
 
+    /// Starts tcpdump on `iface`, writing every frame that matches `filter`
+    /// to `file` as it arrives (unbuffered, so a reader sees it at once).
+    pub fn tcpdump(&self, iface: &str, file: &Path, filter: &str) -> Result<Proc> {
+        let args: [&std::ffi::OsStr; 8] = [
+            "tcpdump".as_ref(),
+            "-i".as_ref(),
+            iface.as_ref(),
+            "-U".as_ref(),
+            "--immediate-mode".as_ref(),
+            "-w".as_ref(),
+            file.as_os_str(),
+            filter.as_ref(),
+        ];
+        self.spawn(args)
+    }
+
     /// Starts a prepared [`Host::command`]; `label` names its log file.
     pub fn spawn_cmd(&self, cmd: Cmd, label: &str) -> Result<Proc> {
         let n = self.inner.spawned.fetch_add(1, Ordering::Relaxed);

@@ -831,16 +831,11 @@ struct Capture {
 fn capture(lab: &Lab) -> Result<Capture> {
     let host = lab.host("sniff", &["10.31.0.250/24"])?;
     let file = lab.dir().join("wire.pcap");
-    let proc = host.spawn([
-        "tcpdump",
-        "-i",
+    let proc = host.tcpdump(
         "eth0",
-        "-U",
-        "--immediate-mode",
-        "-w",
-        file.to_str().context("path")?,
+        &file,
         "ip proto 112 or ip6 proto 112 or arp or icmp6",
-    ])?;
+    )?;
     Ok(Capture {
         _host: host,
         proc,

@@ -5,14 +5,18 @@
 //! Method: two routers of one implementation (master priority 200, backup
 //! 100) on a lab bridge, a capture host on the bridge. The time is taken
 //! from the signal (wall clock) to the first advert of the new master on
-//! the wire (the capture's timestamp, same clock). Each figure is the median
+//! the wire (the capture's timestamp, same clock). After kill -9 it is also
+//! taken from the dead master's last advert on the wire, which removes the
+//! phase of the kill: that figure is the master down interval (printed
+//! beside it) plus the backup's reaction. Each figure is the median
 //! and the worst of `LB_BENCH_RUNS` runs (default 10).
 //!
-//! Under load: for each advert interval (largest first), a master and a
-//! backup of each implementation run side by side for
-//! `LB_BENCH_SATURATION_SECS` (default 600) while `stress-ng` saturates
-//! every core; a false takeover is any advert from the backup on the wire.
-//! The figure is the lowest interval without one.
+//! Under load: a master and a backup of each implementation at each advert
+//! interval (100, 50, 30, 20 and 10 ms), all ten pairs at once, each pair in
+//! a lab of its own, run for `LB_BENCH_SATURATION_SECS` (default 600) while
+//! `stress-ng` saturates every core; a false takeover is any advert from a
+//! backup on the wire. The figure is the lowest interval before the first
+//! one, largest first.
 //!
 //! Prints `BENCH <name> <value> <unit>` lines.
 
@@ -63,6 +67,31 @@ struct Router {
     address: IpAddr,
     priority: u32,
     proc: Option<Proc>,
+}
+
+/// The two routers of a bench lab: "m" (priority 200) and "b" (100).
+fn pair(lab: &Lab) -> Result<[Router; 2]> {
+    let router = |name: &str, address: &str, priority| -> Result<Router> {
+        Ok(Router {
+            host: lab.host(name, &[&format!("{address}/24")])?,
+            name: name.into(),
+            address: address.parse()?,
+            priority,
+            proc: None,
+        })
+    };
+    Ok([
+        router("m", "10.33.0.1", 200)?,
+        router("b", "10.33.0.2", 100)?,
+    ])
+}
+
+/// A host on the lab segment capturing VRRP into `file` in the lab directory.
+fn sniffer(lab: &Lab, file: &str) -> Result<(Host, Proc, PathBuf)> {
+    let sniff = lab.host("sniff", &["10.33.0.250/24"])?;
+    let pcap = lab.dir().join(file);
+    let cap = sniff.tcpdump("eth0", &pcap, "ip proto 112")?;
+    Ok((sniff, cap, pcap))
 }
 
 fn start(lab: &Lab, r: &mut Router, imp: Impl, interval_ms: u64) -> Result<()> {
@@ -205,37 +234,11 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
 }
 
 /// Runs `runs` failovers of one implementation at one interval; returns the
-/// takeover (kill -9) and handover (SIGTERM) times in milliseconds.
-fn failovers(imp: Impl, interval_ms: u64, runs: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+/// takeover (kill -9) and handover (SIGTERM) times.
+fn failovers(imp: Impl, interval_ms: u64, runs: usize) -> Result<Failovers> {
     let lab = Lab::new(&format!("vrrp-bench-{}-{interval_ms}", imp.name()))?;
-    let mut routers = [
-        Router {
-            host: lab.host("m", &["10.33.0.1/24"])?,
-            name: "m".into(),
-            address: "10.33.0.1".parse()?,
-            priority: 200,
-            proc: None,
-        },
-        Router {
-            host: lab.host("b", &["10.33.0.2/24"])?,
-            name: "b".into(),
-            address: "10.33.0.2".parse()?,
-            priority: 100,
-            proc: None,
-        },
-    ];
-    let sniff = lab.host("sniff", &["10.33.0.250/24"])?;
-    let pcap: PathBuf = lab.dir().join("bench.pcap");
-    let mut cap = sniff.spawn([
-        "tcpdump",
-        "-i",
-        "eth0",
-        "-U",
-        "--immediate-mode",
-        "-w",
-        pcap.to_str().context("path")?,
-        "ip proto 112",
-    ])?;
+    let mut routers = pair(&lab)?;
+    let (_sniff, mut cap, pcap) = sniffer(&lab, "bench.pcap")?;
     std::thread::sleep(Duration::from_millis(500));
     let interval = Duration::from_millis(interval_ms);
     let settle = interval * 8 + Duration::from_millis(300);
@@ -281,9 +284,46 @@ fn failovers(imp: Impl, interval_ms: u64, runs: usize) -> Result<(Vec<f64>, Vec<
             .find(|(t, src)| *t > t0 && *src == backup)
             .map(|(t, _)| (t - t0) * 1000.0)
     };
+    let master: IpAddr = "10.33.0.1".parse()?;
+    // From the dead master's last advert on the wire, whatever the phase of
+    // the kill: the master down interval plus the backup's reaction.
+    let from_last_advert = |t0: f64| {
+        let last = wire
+            .iter()
+            .filter(|(t, src)| *t <= t0 && *src == master)
+            .map(|(t, _)| *t)
+            .next_back()?;
+        let first = wire
+            .iter()
+            .find(|(t, src)| *t > t0 && *src == backup)
+            .map(|(t, _)| *t)?;
+        Some((first - last) * 1000.0)
+    };
     let k = kills.iter().filter_map(|t| first_after(*t)).collect();
     let h = terms.iter().filter_map(|t| first_after(*t)).collect();
-    Ok((k, h))
+    let l = kills.iter().filter_map(|t| from_last_advert(*t)).collect();
+    Ok(Failovers {
+        takeover: k,
+        handover: h,
+        takeover_from_last_advert: l,
+    })
+}
+
+/// Failover times of one implementation at one interval, in milliseconds.
+struct Failovers {
+    /// From kill -9 of the master to the backup's first advert.
+    takeover: Vec<f64>,
+    /// From SIGTERM of the master to the backup's first advert.
+    handover: Vec<f64>,
+    /// From the killed master's last advert to the backup's first.
+    takeover_from_last_advert: Vec<f64>,
+}
+
+/// RFC 5798's master down interval of the benchmark's backup (priority
+/// 100), in milliseconds.
+fn master_down_interval_ms(interval_ms: u64) -> f64 {
+    let interval = interval_ms as f64;
+    3.0 * interval + (256.0 - 100.0) * interval / 256.0
 }
 
 /// CPU time (user + system) of process `pid` and its threads, in seconds.
@@ -302,20 +342,7 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 /// adverts over `period`. keepalived's figure adds its parent process.
 fn cpu_at_10ms(imp: Impl, period: Duration) -> Result<(f64, f64)> {
     let lab = Lab::new(&format!("vrrp-cpu-{}", imp.name()))?;
-    let mut m = Router {
-        host: lab.host("m", &["10.33.0.1/24"])?,
-        name: "m".into(),
-        address: "10.33.0.1".parse()?,
-        priority: 200,
-        proc: None,
-    };
-    let mut b = Router {
-        host: lab.host("b", &["10.33.0.2/24"])?,
-        name: "b".into(),
-        address: "10.33.0.2".parse()?,
-        priority: 100,
-        proc: None,
-    };
+    let [mut m, mut b] = pair(&lab)?;
     start(&lab, &mut m, imp, 10)?;
     start(&lab, &mut b, imp, 10)?;
     wait_for(
@@ -354,24 +381,37 @@ fn vrrp_failover_benchmark() -> Result<()> {
         eprintln!("keepalived not installed: its figures are left out");
     }
     for interval_ms in bench_intervals() {
+        println!(
+            "BENCH vrrp_master_down_interval_ms{{advert={interval_ms}ms,priority=100}} {:.1} ms",
+            master_down_interval_ms(interval_ms)
+        );
         for &imp in &imps {
-            let (k, h) = failovers(imp, interval_ms, runs)?;
-            if k.len() < runs || h.len() < runs {
+            let f = failovers(imp, interval_ms, runs)?;
+            let (k, h, l) = (f.takeover, f.handover, f.takeover_from_last_advert);
+            if k.len() < runs || h.len() < runs || l.len() < runs {
                 bail!(
-                    "{} at {interval_ms} ms: {} of {runs} takeovers, {} handovers seen on the wire",
+                    "{} at {interval_ms} ms: {} of {runs} takeovers ({} with the master's last advert), {} handovers seen on the wire",
                     imp.name(),
                     k.len(),
+                    l.len(),
                     h.len()
                 );
             }
             let (km, kw) = stats(k);
             let (hm, hw) = stats(h);
+            let (lm, lw) = stats(l);
             let who = imp.name();
             println!(
                 "BENCH vrrp_takeover_ms{{impl={who},advert={interval_ms}ms,stat=median}} {km:.1} ms"
             );
             println!(
                 "BENCH vrrp_takeover_ms{{impl={who},advert={interval_ms}ms,stat=worst}} {kw:.1} ms"
+            );
+            println!(
+                "BENCH vrrp_takeover_from_last_advert_ms{{impl={who},advert={interval_ms}ms,stat=median}} {lm:.1} ms"
+            );
+            println!(
+                "BENCH vrrp_takeover_from_last_advert_ms{{impl={who},advert={interval_ms}ms,stat=worst}} {lw:.1} ms"
             );
             println!(
                 "BENCH vrrp_handover_ms{{impl={who},advert={interval_ms}ms,stat=median}} {hm:.1} ms"
@@ -397,43 +437,36 @@ fn bench_intervals() -> Vec<u64> {
         .unwrap_or_else(|| vec![1000, 50, 10])
 }
 
-/// Whether the backup of a pair sent any advert (a false takeover) during
-/// `period`, with both pairs (one per implementation) running side by side.
-fn false_takeovers(imps: &[Impl], interval_ms: u64, period: Duration) -> Result<Vec<usize>> {
+/// What the wire showed of one pair under load.
+#[derive(Clone, Copy)]
+struct Saturated {
+    /// Adverts from the backup: false takeovers.
+    from_backup: usize,
+    /// The longest time between two adverts of the master.
+    worst_gap_ms: f64,
+}
+
+/// What the wire showed of each pair during `period` (adverts of the backup
+/// are false takeovers), by interval and implementation: every pair (one per implementation and
+/// interval, each in a lab of its own) runs at once, under one `stress-ng`
+/// that saturates every core.
+fn false_takeovers(
+    imps: &[Impl],
+    intervals: &[u64],
+    period: Duration,
+) -> Result<Vec<Vec<Saturated>>> {
     let mut labs = Vec::new();
-    for &imp in imps {
-        let lab = Lab::new(&format!("vrrp-sat-{}-{interval_ms}", imp.name()))?;
-        let mut m = Router {
-            host: lab.host("m", &["10.33.0.1/24"])?,
-            name: "m".into(),
-            address: "10.33.0.1".parse()?,
-            priority: 200,
-            proc: None,
-        };
-        let mut b = Router {
-            host: lab.host("b", &["10.33.0.2/24"])?,
-            name: "b".into(),
-            address: "10.33.0.2".parse()?,
-            priority: 100,
-            proc: None,
-        };
-        start(&lab, &mut m, imp, interval_ms)?;
-        wait_for(|| has(&m.host, VIP), Duration::from_secs(15))?;
-        start(&lab, &mut b, imp, interval_ms)?;
-        std::thread::sleep(Duration::from_millis(interval_ms * 5 + 500));
-        let sniff = lab.host("sniff", &["10.33.0.250/24"])?;
-        let pcap = lab.dir().join("sat.pcap");
-        let cap = sniff.spawn([
-            "tcpdump",
-            "-i",
-            "eth0",
-            "-U",
-            "--immediate-mode",
-            "-w",
-            pcap.to_str().context("path")?,
-            "ip proto 112 and src 10.33.0.2",
-        ])?;
-        labs.push((lab, m, b, sniff, cap, pcap));
+    for &interval_ms in intervals {
+        for &imp in imps {
+            let lab = Lab::new(&format!("vrrp-sat-{}-{interval_ms}", imp.name()))?;
+            let [mut m, mut b] = pair(&lab)?;
+            start(&lab, &mut m, imp, interval_ms)?;
+            wait_for(|| has(&m.host, VIP), Duration::from_secs(15))?;
+            start(&lab, &mut b, imp, interval_ms)?;
+            std::thread::sleep(Duration::from_millis(interval_ms * 5 + 500));
+            let (sniff, cap, pcap) = sniffer(&lab, "sat.pcap")?;
+            labs.push((lab, m, b, sniff, cap, pcap));
+        }
     }
     std::thread::sleep(Duration::from_millis(500));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -447,13 +480,28 @@ fn false_takeovers(imps: &[Impl], interval_ms: u64, period: Duration) -> Result<
     ])?;
     std::thread::sleep(period);
     drop(stress);
-    let mut out = Vec::new();
+    let (master, backup): (IpAddr, IpAddr) = ("10.33.0.1".parse()?, "10.33.0.2".parse()?);
+    let mut counts = Vec::new();
     for (_lab, _m, _b, _sniff, mut cap, pcap) in labs {
         std::thread::sleep(Duration::from_millis(200));
         cap.terminate(Duration::from_secs(5));
-        out.push(adverts(&pcap)?.len());
+        let seen = adverts(&pcap)?;
+        let from_backup = seen.iter().filter(|(_, src)| *src == backup).count();
+        let times: Vec<f64> = seen
+            .iter()
+            .filter(|(_, src)| *src == master)
+            .map(|(t, _)| *t)
+            .collect();
+        let worst_gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0f64, f64::max);
+        counts.push(Saturated {
+            from_backup,
+            worst_gap_ms: worst_gap * 1000.0,
+        });
     }
-    Ok(out)
+    Ok(counts
+        .chunks(imps.len())
+        .map(<[Saturated]>::to_vec)
+        .collect())
 }
 
 #[test]
@@ -474,20 +522,28 @@ fn vrrp_saturation_benchmark() -> Result<()> {
     if Path::new(KEEPALIVED).exists() {
         imps.push(Impl::Keepalived);
     }
+    // Largest first: an implementation's figure is the lowest interval
+    // before its first false takeover.
+    let intervals = [100u64, 50, 30, 20, 10];
+    let counts = false_takeovers(&imps, &intervals, Duration::from_secs(secs))?;
     let mut lowest: Vec<Option<u64>> = vec![None; imps.len()];
     let mut failed = vec![false; imps.len()];
-    for interval_ms in [100u64, 50, 30, 20, 10] {
-        if failed.iter().all(|f| *f) {
-            break;
-        }
-        let counts = false_takeovers(&imps, interval_ms, Duration::from_secs(secs))?;
-        for (i, n) in counts.into_iter().enumerate() {
+    for (interval_ms, counts) in intervals.iter().zip(counts) {
+        for (i, seen) in counts.into_iter().enumerate() {
+            let who = imps[i].name();
+            let n = seen.from_backup;
             eprintln!(
-                "{} at {interval_ms} ms under load for {secs} s: {n} adverts from the backup",
-                imps[i].name()
+                "{who} at {interval_ms} ms under load for {secs} s: {n} adverts from the backup"
+            );
+            println!(
+                "BENCH vrrp_false_takeover_adverts{{impl={who},advert={interval_ms}ms,load=all_cores,secs={secs}}} {n} adverts"
+            );
+            println!(
+                "BENCH vrrp_worst_advert_gap_ms{{impl={who},advert={interval_ms}ms,load=all_cores,secs={secs}}} {:.1} ms",
+                seen.worst_gap_ms
             );
             if n == 0 && !failed[i] {
-                lowest[i] = Some(interval_ms);
+                lowest[i] = Some(*interval_ms);
             } else {
                 failed[i] = true;
             }

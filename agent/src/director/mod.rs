@@ -151,7 +151,10 @@ pub struct ApplyOutcome {
     pub vrrp_started: usize,
     /// VRRP instances stopped.
     pub vrrp_stopped: usize,
-    /// How long it took, in microseconds.
+    /// Microseconds until the kernel held it (IPVS written, VRRP started
+    /// or stopped).
+    pub kernel_us: u64,
+    /// How long it took in all, storing it included, in microseconds.
     pub duration_us: u64,
     /// The error when not applied.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -615,6 +618,8 @@ pub async fn start(
         runner::spawn_with_observer(RunnerSettings::default(), health_tx, Some(observer));
     let (vrrp_tx, vrrp_rx) = broadcast::channel(256);
     let (view_tx, view_rx) = watch::channel(Arc::new(View::default()));
+    let (status_tx, status_rx) = watch::channel(None);
+    let status_writer = tokio::spawn(write_status(status_rx));
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let mut d = Director {
         node: plan.node.clone(),
@@ -638,6 +643,8 @@ pub async fn start(
         vrrp_tx,
         events_tx: events_tx.clone(),
         view_tx,
+        status_tx: Some(status_tx),
+        status_writer: Some(status_writer),
         last_error: startup_error.as_ref().map(|e| e.detail()),
         reconcile_soon: false,
         timeouts_set: false,
@@ -663,6 +670,7 @@ pub async fn start(
         operations,
         vrrp_started: started,
         vrrp_stopped: 0,
+        kernel_us: t0.elapsed().as_micros() as u64,
         duration_us: t0.elapsed().as_micros() as u64,
         error: startup_error.map(|e| e.to_string()).unwrap_or_default(),
     };
@@ -702,6 +710,42 @@ pub async fn start(
 
 /// Destinations of planned services that the kernel holds with a weight:
 /// their checks start up.
+/// The status file's path and the view to write there (none before the
+/// first).
+type StatusFile = Option<(PathBuf, Arc<View>)>;
+
+/// Writes the status file whenever the director publishes, off the
+/// director's task: a status published while one is being written is
+/// written next, and only the newest of several. Ends, after writing the
+/// last one, when the director drops its sender.
+async fn write_status(mut rx: watch::Receiver<StatusFile>) {
+    let mut written: Option<Arc<View>> = None;
+    loop {
+        let closed = rx.changed().await.is_err();
+        let latest = rx.borrow_and_update().clone();
+        if let Some((path, view)) = latest
+            && !written.as_ref().is_some_and(|w| Arc::ptr_eq(w, &view))
+        {
+            written = Some(view.clone());
+            let wrote = tokio::task::spawn_blocking(move || {
+                let bytes = serde_json::to_vec(&view.status)
+                    .map_err(|e| format!("status not encoded: {e}"))?;
+                write_atomic(&path, &bytes, false)
+                    .map_err(|e| format!("{}: status not written: {e}", path.display()))
+            })
+            .await;
+            match wrote {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "status file"),
+                Err(e) => warn!(error = %e, "status writer task failed"),
+            }
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
 fn assumed_up(plan: &DirectorPlan, kernel: Option<&Table>) -> HashSet<(String, SocketAddr)> {
     let mut out = HashSet::new();
     let Some(kernel) = kernel else {
@@ -782,6 +826,10 @@ struct Director {
     vrrp_tx: broadcast::Sender<Transition>,
     events_tx: broadcast::Sender<v1::Event>,
     view_tx: watch::Sender<Arc<View>>,
+    /// The status file's path and content, for the writer task; taken at
+    /// stop so that the writer ends once the last status is written.
+    status_tx: Option<watch::Sender<StatusFile>>,
+    status_writer: Option<tokio::task::JoinHandle<()>>,
     last_error: Option<v1::ErrorDetail>,
     reconcile_soon: bool,
     timeouts_set: bool,
@@ -1387,6 +1435,7 @@ impl Director {
                     operations: 0,
                     vrrp_started: 0,
                     vrrp_stopped: 0,
+                    kernel_us: 0,
                     duration_us: t0.elapsed().as_micros() as u64,
                     error: e.to_string(),
                 }
@@ -1436,15 +1485,21 @@ impl Director {
             .collect();
         let keep = |k: &(String, DestKey)| valid.contains(k);
         // A checker that cannot be built refuses the whole configuration
-        // before anything is stored or moves.
-        runner::validate(&plan.health)?;
-        // Validated: persisted before it is applied, so a crash in the
-        // middle restarts on it.
-        self.store.save(&Stored {
-            revision: revision.0,
-            epoch: revision.1,
-            config: config.clone(),
-        })?;
+        // before anything moves. Checks the running plan has were built
+        // when they started.
+        let running: HashMap<&str, &ServiceSpec> = self
+            .plan
+            .health
+            .iter()
+            .map(|s| (s.name.as_str(), s))
+            .collect();
+        let new_checks: Vec<ServiceSpec> = plan
+            .health
+            .iter()
+            .filter(|s| running.get(s.name.as_str()) != Some(s))
+            .cloned()
+            .collect();
+        runner::validate(&new_checks)?;
         let old_plan = std::mem::replace(&mut self.plan, plan);
         let old_drained = self.drained.clone();
         self.drained.retain(|k, _| keep(k));
@@ -1481,9 +1536,25 @@ impl Director {
             self.set_timeouts().await;
         }
         let (vrrp_started, vrrp_stopped) = self.sync_vrrp().await;
+        let kernel_us = t0.elapsed().as_micros() as u64;
         self.config = config;
         self.revision = revision;
         self.last_error = None;
+        // Stored once the kernel holds it, so that the last good
+        // configuration is one that was applied: a crash before this line
+        // restarts on the previous one, which the controller (or SIGHUP)
+        // then replaces again. The apply is answered after it.
+        self.store
+            .save(&Stored {
+                revision: revision.0,
+                epoch: revision.1,
+                config: self.config.clone(),
+            })
+            .map_err(|e| {
+                DirectorError::Kernel(format!(
+                    "applied, but not stored as the last good configuration: {e}"
+                ))
+            })?;
         let outcome = ApplyOutcome {
             revision: revision.0,
             epoch: revision.1,
@@ -1491,6 +1562,7 @@ impl Director {
             operations,
             vrrp_started,
             vrrp_stopped,
+            kernel_us,
             duration_us: t0.elapsed().as_micros() as u64,
             error: String::new(),
         };
@@ -1683,6 +1755,15 @@ impl Director {
             }
         }
         self.publish();
+        // The last status reaches the file before the director ends.
+        self.status_tx = None;
+        if let Some(writer) = self.status_writer.take()
+            && tokio::time::timeout(Duration::from_secs(5), writer)
+                .await
+                .is_err()
+        {
+            warn!("the last status was not written within 5 s");
+        }
     }
 
     fn report_apply(&self, outcome: &ApplyOutcome) {
@@ -1707,20 +1788,10 @@ impl Director {
         }
     }
 
-    /// Publishes the view and writes the status file.
+    /// Publishes the view, and hands it to the status file's writer.
     fn publish(&self) {
-        let status = self.status();
-        let path = self.plan.state_dir.join(STATUS_FILE);
-        match serde_json::to_vec(&status) {
-            Ok(bytes) => {
-                if let Err(e) = write_atomic(&path, &bytes, false) {
-                    warn!(path = %path.display(), error = %e, "status not written");
-                }
-            }
-            Err(e) => warn!(error = %e, "status not encoded"),
-        }
-        self.view_tx.send_replace(Arc::new(View {
-            status,
+        let view = Arc::new(View {
+            status: self.status(),
             keys: self
                 .plan
                 .services
@@ -1728,7 +1799,11 @@ impl Director {
                 .map(|(n, p)| (n.clone(), p.service.key))
                 .collect(),
             ipvs: self.kernel.ipvs.clone(),
-        }));
+        });
+        self.view_tx.send_replace(view.clone());
+        if let Some(tx) = &self.status_tx {
+            tx.send_replace(Some((self.plan.state_dir.join(STATUS_FILE), view)));
+        }
     }
 
     fn status(&self) -> v1::AgentStatus {

@@ -5,8 +5,8 @@
 //! The file is JSON, replaced atomically (write, fsync, rename).
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::model::ServiceKey;
 
@@ -41,10 +41,13 @@ struct OwnedFile {
     services: BTreeSet<ServiceKey>,
 }
 
-/// The owned set in a state directory.
+/// The owned set in a state directory. The file is read once; after that
+/// (one agent per state directory) what was read or stored last is kept in
+/// memory and shared by clones.
 #[derive(Debug, Clone)]
 pub struct OwnedServices {
     path: PathBuf,
+    cached: Arc<Mutex<Option<BTreeSet<ServiceKey>>>>,
 }
 
 impl OwnedServices {
@@ -52,11 +55,27 @@ impl OwnedServices {
     pub fn new(state_dir: &Path) -> Self {
         OwnedServices {
             path: state_dir.join(FILE_NAME),
+            cached: Arc::default(),
         }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Option<BTreeSet<ServiceKey>>> {
+        self.cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The owned services; none when the file does not exist yet.
     pub fn load(&self) -> Result<BTreeSet<ServiceKey>, OwnershipError> {
+        if let Some(services) = self.cache().as_ref() {
+            return Ok(services.clone());
+        }
+        let services = self.read()?;
+        *self.cache() = Some(services.clone());
+        Ok(services)
+    }
+
+    fn read(&self) -> Result<BTreeSet<ServiceKey>, OwnershipError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
@@ -89,16 +108,8 @@ impl OwnedServices {
             path: self.path.clone(),
             source,
         })?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&body).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
+        crate::store::write_atomic(&self.path, &body, true).map_err(io)?;
+        *self.cache() = Some(services.clone());
         Ok(())
     }
 }
@@ -131,6 +142,12 @@ mod tests {
         owned.store(&set).unwrap();
         assert_eq!(OwnedServices::new(dir.path()).load().unwrap(), set);
         std::fs::write(dir.path().join(FILE_NAME), b"{\"version\":1}").unwrap();
-        assert!(matches!(owned.load(), Err(OwnershipError::Parse { .. })));
+        // A restarted agent finds the file corrupt; the running one keeps
+        // what it stored last.
+        assert!(matches!(
+            OwnedServices::new(dir.path()).load(),
+            Err(OwnershipError::Parse { .. })
+        ));
+        assert_eq!(owned.load().unwrap(), set);
     }
 }

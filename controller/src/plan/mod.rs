@@ -27,8 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use lb_proto::v1::{
-    DesiredState, DirectorConfig, Node, NodeRole, RealServerConfig, RealServerVip, Service,
-    Topology, desired_state,
+    DesiredState, DirectorConfig, Node, NodeRole, RealServer, RealServerConfig, RealServerVip,
+    Service, Topology, desired_state, real_server,
 };
 
 use crate::store::Readiness;
@@ -653,7 +653,15 @@ pub fn diff(old: Option<&DesiredState>, new: &DesiredState) -> String {
             // Compared as values first: only changed objects are rendered.
             (Some(a), Some(b)) if a == b => {}
             (Some(a), Some(b)) => {
-                let (a, b) = (a.render(), b.render());
+                let (a, b) = match (a, b) {
+                    // Of a service, only the real servers that change are
+                    // shown (a service may have thousands).
+                    (Section::Service(a), Section::Service(b)) => {
+                        let (a, b) = changed_real_servers(a, b);
+                        (yaml(&a), yaml(&b))
+                    }
+                    _ => (a.render(), b.render()),
+                };
                 if a == b {
                     continue;
                 }
@@ -694,6 +702,32 @@ pub fn diff(old: Option<&DesiredState>, new: &DesiredState) -> String {
         }
     }
     out
+}
+
+/// Copies of two versions of a service with only the real servers that
+/// differ between them (matched by target and port, in their order).
+fn changed_real_servers(a: &Service, b: &Service) -> (Service, Service) {
+    type Key<'a> = (Option<&'a real_server::Target>, u32);
+    fn key(rs: &RealServer) -> Key<'_> {
+        (rs.target.as_ref(), rs.port)
+    }
+    fn keyed(s: &Service) -> HashMap<Key<'_>, &RealServer> {
+        s.real_servers.iter().map(|rs| (key(rs), rs)).collect()
+    }
+    let (in_a, in_b) = (keyed(a), keyed(b));
+    let trim = |s: &Service, other: &HashMap<Key<'_>, &RealServer>| -> Service {
+        let real_servers = s
+            .real_servers
+            .iter()
+            .filter(|rs| other.get(&key(rs)) != Some(rs))
+            .cloned()
+            .collect();
+        Service {
+            real_servers,
+            ..s.clone()
+        }
+    };
+    (trim(a, &in_b), trim(b, &in_a))
 }
 
 /// YAML with map keys sorted (protobuf maps are hash maps, whose order

@@ -246,8 +246,10 @@ fn diff_is_empty_without_change_and_names_the_change() {
     let d = diff(Some(&a["ds1"]), &b["ds1"]);
     assert_eq!(
         d,
-        "~ service dns\n    - node: rs1\n      port: 53\n  -   weight: 0\n  +   weight: 3\n    - node: rs2\n      port: 53\n"
+        "~ service dns\n    - node: rs1\n      port: 53\n  -   weight: 0\n  +   weight: 3\n    scheduler: wrr\n    vip: 192.168.56.185\n"
     );
+    // Of a service only the real servers that change are shown.
+    assert!(!d.contains("rs2"), "{d}");
     // A new node: every line added.
     let first = diff(None, &a["rs1"]);
     assert!(first.starts_with("+ interfaces\n"), "{first}");

@@ -80,34 +80,38 @@ impl Store for EmbeddedStore {
         self.blocking(last_record).await
     }
 
-    async fn commit(&self, expected: u64, change: Change) -> Result<Record, StoreError> {
-        let record = self
+    async fn commit_all(
+        &self,
+        expected: u64,
+        changes: Vec<Change>,
+    ) -> Result<Vec<Record>, StoreError> {
+        let records = self
             .blocking(move |db| {
                 let txn = db.begin_write().map_err(backend)?;
-                let record = {
+                let records = {
                     let mut table = txn.open_table(HISTORY).map_err(backend)?;
                     let actual = table.last().map_err(backend)?.map_or(0, |(k, _)| k.value());
                     if actual != expected {
                         return Err(StoreError::Conflict { expected, actual });
                     }
-                    let record = Record {
-                        revision: actual + 1,
-                        author: change.author,
-                        time_ms: change.time_ms,
-                        message: change.message,
-                        topology: change.topology,
-                    };
-                    table
-                        .insert(record.revision, encode(&record)?.as_slice())
-                        .map_err(backend)?;
-                    record
+                    let mut records = Vec::with_capacity(changes.len());
+                    for (revision, change) in (actual + 1..).zip(changes) {
+                        let record = change.into_record(revision);
+                        table
+                            .insert(record.revision, encode(&record)?.as_slice())
+                            .map_err(backend)?;
+                        records.push(record);
+                    }
+                    records
                 };
                 txn.commit().map_err(backend)?;
-                Ok(record)
+                Ok(records)
             })
             .await?;
-        let _ = self.events_tx.send(StoreEvent::Topology(record.clone()));
-        Ok(record)
+        if let Some(last) = records.last() {
+            let _ = self.events_tx.send(StoreEvent::Topology(last.clone()));
+        }
+        Ok(records)
     }
 
     async fn history(&self, limit: usize) -> Result<Vec<Record>, StoreError> {

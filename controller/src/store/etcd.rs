@@ -3,7 +3,7 @@
 //! Keys under a configurable prefix (`/lb` by default):
 //!
 //! ```text
-//! {prefix}/topology             current record (JSON); its etcd version is our revision
+//! {prefix}/topology             current record (JSON)
 //! {prefix}/history/{revision}   every record, revision zero-padded to 20 digits
 //! {prefix}/readiness/{node}     JSON list of the node's ready VIPs
 //! {prefix}/status/{node}/{replica}  a node's status as one replica sees it,
@@ -12,10 +12,10 @@
 //! {prefix}/epoch                the current leader term, bumped by each new leader
 //! ```
 //!
-//! A commit is one transaction: if the version of `{prefix}/topology` equals
-//! the expected revision, put the new record there and under `history/`.
-//! etcd bumps a key's version by one on every put and we never delete the key,
-//! so the version is exactly our revision and the compare is the
+//! A commit is one transaction, of one or several revisions: if the store is
+//! at the expected revision (its history entry exists, none after it does),
+//! put each new record under `history/` and the last one at `topology`.
+//! History entries are never deleted, so the two compares are the
 //! compare-and-swap.
 
 use std::collections::BTreeSet;
@@ -170,40 +170,65 @@ impl Store for EtcdStore {
             .unwrap_or_else(Record::empty))
     }
 
-    async fn commit(&self, expected: u64, change: Change) -> Result<Record, StoreError> {
-        let record = Record {
-            revision: expected + 1,
-            author: change.author,
-            time_ms: change.time_ms,
-            message: change.message,
-            topology: change.topology,
+    async fn commit_all(
+        &self,
+        expected: u64,
+        changes: Vec<Change>,
+    ) -> Result<Vec<Record>, StoreError> {
+        let mut records = Vec::with_capacity(changes.len());
+        let mut ops = Vec::with_capacity(changes.len() + 1);
+        for (revision, change) in (expected + 1..).zip(changes) {
+            let record = change.into_record(revision);
+            ops.push(TxnOp::put(
+                self.history_key(revision),
+                encode(&record)?,
+                None,
+            ));
+            records.push(record);
+        }
+        let Some(last) = records.last() else {
+            return Ok(records);
         };
-        let bytes = encode(&record)?;
         let key = self.topology_key();
-        let version = i64::try_from(expected)
-            .map_err(|_| StoreError::Backend(format!("revision {expected} out of range")))?;
+        ops.push(TxnOp::put(key.as_str(), encode(last)?, None));
+        // At `expected`: its history entry exists (none is needed at 0) and
+        // the next one does not. Entries are never deleted.
+        let mut when = vec![Compare::version(
+            self.history_key(expected + 1),
+            CompareOp::Equal,
+            0,
+        )];
+        if expected > 0 {
+            when.push(Compare::version(
+                self.history_key(expected),
+                CompareOp::Greater,
+                0,
+            ));
+        }
         let txn = Txn::new()
-            .when([Compare::version(key.as_str(), CompareOp::Equal, version)])
-            .and_then([
-                TxnOp::put(key.as_str(), bytes.clone(), None),
-                TxnOp::put(self.history_key(record.revision), bytes, None),
-            ])
+            .when(when)
+            .and_then(ops)
             .or_else([TxnOp::get(key.as_str(), None)]);
         let resp = self.client.kv_client().txn(txn).await.map_err(map_err)?;
         if resp.succeeded() {
-            return Ok(record);
+            return Ok(records);
         }
-        let actual = resp
-            .op_responses()
-            .into_iter()
-            .find_map(|op| match op {
-                etcd_client::TxnOpResponse::Get(get) => {
-                    Some(get.kvs().first().map_or(0, |kv| kv.version() as u64))
-                }
-                _ => None,
-            })
-            .unwrap_or(0);
+        let actual = match resp.op_responses().into_iter().find_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(get) => Some(get),
+            _ => None,
+        }) {
+            Some(get) => match get.kvs().first() {
+                Some(kv) => decode::<Record>(&key, kv.value())?.revision,
+                None => 0,
+            },
+            None => 0,
+        };
         Err(StoreError::Conflict { expected, actual })
+    }
+
+    fn max_commit_bytes(&self) -> usize {
+        // etcd refuses requests over 1.5 MiB by default.
+        1 << 20
     }
 
     async fn history(&self, limit: usize) -> Result<Vec<Record>, StoreError> {

@@ -63,6 +63,19 @@ pub struct Change {
     pub topology: Topology,
 }
 
+impl Change {
+    /// The record this change becomes at `revision`.
+    pub fn into_record(self, revision: u64) -> Record {
+        Record {
+            revision,
+            author: self.author,
+            time_ms: self.time_ms,
+            message: self.message,
+            topology: self.topology,
+        }
+    }
+}
+
 /// VIPs each real-server node has reported ready, by node name.
 pub type Readiness = BTreeMap<String, BTreeSet<String>>;
 
@@ -120,9 +133,27 @@ pub trait Store: Send + Sync + 'static {
     /// The current revision (the empty record at revision 0 before any commit).
     async fn current(&self) -> Result<Record, StoreError>;
 
+    /// Commits `changes` as revisions `expected + 1`, `expected + 2`, ... in
+    /// one write, only if the store is at `expected` now: all of them or none.
+    async fn commit_all(
+        &self,
+        expected: u64,
+        changes: Vec<Change>,
+    ) -> Result<Vec<Record>, StoreError>;
+
     /// Commits `change` as revision `expected + 1`, only if the store is at
     /// `expected` now.
-    async fn commit(&self, expected: u64, change: Change) -> Result<Record, StoreError>;
+    async fn commit(&self, expected: u64, change: Change) -> Result<Record, StoreError> {
+        self.commit_all(expected, vec![change])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Backend("a commit wrote no record".to_string()))
+    }
+
+    /// About how many bytes of records one [`Store::commit_all`] may take.
+    fn max_commit_bytes(&self) -> usize {
+        usize::MAX
+    }
 
     /// The last `limit` revisions, newest first.
     async fn history(&self, limit: usize) -> Result<Vec<Record>, StoreError>;
