@@ -989,3 +989,90 @@ fn count_garps(cap: &Capture) -> Result<usize> {
         .filter(|a| **a == vip)
         .count())
 }
+
+/// In: one instance run in-process (a multi-threaded runtime in a lab
+/// host's namespace), alone on its segment, then shut down. Out: it goes
+/// BACKUP, MASTER, then INIT, and whoever receives a transition from the
+/// event stream already finds the instance's status at the new state. The
+/// director writes its status file on each transition; when the status
+/// moved only after the event, a reader woken at once could read the old
+/// state and the file said BACKUP through a whole mastership. The window
+/// is short, so this guards the order rather than catching every slip.
+#[test]
+fn a_transition_is_seen_after_the_status_has_moved() -> Result<()> {
+    use lb_agent::vrrp::fsm::State;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use tokio::sync::{broadcast, watch};
+
+    let lab = Lab::new("vrrp-status")?;
+    let host = lab.host("a", &["10.31.0.1/24"])?;
+    let cfg: lb_proto::v1::DirectorConfig = lb_proto::yaml::from_str(&format!(
+        "nodes:\n  - {{name: a, role: director, address: 10.31.0.1}}\ndirectorGroups:\n{}",
+        r#"  - name: g
+    interface: eth0
+    vrrp:
+      version: 3
+      advertInterval: 50ms
+      instances:
+        - name: VI_1
+          vrid: 31
+          vips: [10.31.0.100/24]
+          priorities: {a: 100}
+"#
+    ))?;
+    let planned = lb_agent::vrrp::config::plan(&cfg, "a")?;
+    let seen = host.in_netns(move || -> Result<Vec<(State, State)>> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(async move {
+                let backend = Arc::new(lb_agent::netif::Rtnl::connect()?);
+                let (events_tx, mut events) = broadcast::channel(16);
+                let (shutdown_tx, shutdown_rx) = watch::channel(false);
+                let handles = lb_agent::vrrp::start(
+                    planned,
+                    &[],
+                    backend,
+                    &HashMap::new(),
+                    events_tx,
+                    shutdown_rx,
+                );
+                let status = handles[0].status.clone();
+                // (what the transition says, what the status said on receipt)
+                let mut seen = Vec::new();
+                let deadline = tokio::time::Instant::now() + scaled(Duration::from_secs(10));
+                while seen.len() < 8 {
+                    let t = match tokio::time::timeout_at(deadline, events.recv()).await {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => bail!("event stream: {e}"),
+                        Err(_) => break,
+                    };
+                    seen.push((t.to, status.borrow().state));
+                    if t.to == State::Master {
+                        shutdown_tx.send_replace(true);
+                    }
+                    if t.to == State::Initialize {
+                        break;
+                    }
+                }
+                for h in handles {
+                    h.task.await??;
+                }
+                Ok(seen)
+            })
+    })??;
+    let told: Vec<State> = seen.iter().map(|(to, _)| *to).collect();
+    ensure!(
+        told == [State::Backup, State::Master, State::Initialize],
+        "transitions: {seen:?}"
+    );
+    for (to, status) in &seen {
+        ensure!(
+            to == status,
+            "transition to {to:?} received while the status said {status:?}"
+        );
+    }
+    Ok(())
+}

@@ -652,6 +652,12 @@ impl Driver {
                 }
             }
         }
+        self.publish_status();
+    }
+
+    /// Puts the state machine's view in the status watch; every reader
+    /// of a transition finds the status already at its new state.
+    fn publish_status(&self) {
         self.status_tx.send_if_modified(|s| {
             let state = self.fsm.state();
             let (since, transitions) = if state == s.state {
@@ -775,6 +781,7 @@ impl Driver {
                     priority,
                     reason,
                 };
+                self.publish_status();
                 let _ = self.events_tx.send(t.clone());
                 let _ = self.notify_tx.send(t);
             }
