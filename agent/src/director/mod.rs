@@ -631,6 +631,7 @@ pub async fn start(
         kernel,
         health,
         health_rx,
+        health_sent: HashMap::new(),
         quorum_hooks: BTreeMap::new(),
         weights: BTreeMap::new(),
         sorry_active: BTreeMap::new(),
@@ -808,6 +809,8 @@ struct Director {
     kernel: Kernel,
     health: HealthHandle,
     health_rx: mpsc::Receiver<HealthEvent>,
+    /// The checks the runner was last given, by service (drains applied).
+    health_sent: HashMap<String, ServiceSpec>,
     quorum_hooks: BTreeMap<String, watch::Sender<bool>>,
     /// What health wants in the table, per service.
     weights: BTreeMap<String, BTreeMap<Target, u32>>,
@@ -937,37 +940,59 @@ impl Director {
         }
     }
 
-    /// The health specs with the drains applied.
-    fn health_specs(&self) -> Vec<ServiceSpec> {
-        self.plan
-            .health
-            .iter()
-            .cloned()
-            .map(|mut s| {
-                for rs in &mut s.real_servers {
+    /// What the runner must be told for the plan's checks with the drains
+    /// applied: the services new or changed since it was last told, and the
+    /// names of those gone. Only services with a drain are copied to be
+    /// compared.
+    fn health_delta(&self) -> (Vec<ServiceSpec>, Vec<String>) {
+        let drained: HashSet<&str> = self.drained.keys().map(|(s, _)| s.as_str()).collect();
+        let mut changed = Vec::new();
+        for s in &self.plan.health {
+            let with_drains;
+            let spec = if drained.contains(s.name.as_str()) {
+                let mut d = s.clone();
+                for rs in &mut d.real_servers {
                     if self
                         .drained
-                        .contains_key(&(s.name.clone(), dest_key(rs.addr)))
+                        .contains_key(&(d.name.clone(), dest_key(rs.addr)))
                     {
                         rs.drain = true;
                     }
                 }
+                with_drains = d;
+                &with_drains
+            } else {
                 s
-            })
-            .collect()
+            };
+            if self.health_sent.get(&s.name) != Some(spec) {
+                changed.push(spec.clone());
+            }
+        }
+        let names: HashSet<&str> = self.plan.health.iter().map(|s| s.name.as_str()).collect();
+        let removed = self
+            .health_sent
+            .keys()
+            .filter(|n| !names.contains(n.as_str()))
+            .cloned()
+            .collect();
+        (changed, removed)
     }
 
-    /// Gives the runner the current checks and takes its events meanwhile
-    /// (it queues one action per destination before it answers: with
-    /// thousands of real servers the queue must be drained while waiting).
-    /// Returns the services whose weights moved.
+    /// Gives the runner what changed in the checks and takes its events
+    /// meanwhile (it queues one action per destination before it answers:
+    /// with thousands of real servers the queue must be drained while
+    /// waiting). Returns the services whose weights moved.
     async fn apply_health(
         &mut self,
         assumed_up: HashSet<(String, SocketAddr)>,
     ) -> Result<BTreeSet<String>, runner::ApplyError> {
         let health = self.health.clone();
-        let specs = self.health_specs();
-        let apply = health.apply_assuming(specs, assumed_up);
+        let (changed, removed) = self.health_delta();
+        let sent: Vec<(String, ServiceSpec)> = changed
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect();
+        let apply = health.update(changed, removed.clone(), assumed_up);
         tokio::pin!(apply);
         let mut touched = BTreeSet::new();
         let result = loop {
@@ -977,7 +1002,12 @@ impl Director {
             }
         };
         touched.extend(self.absorb_health_events());
-        result.map(|()| touched)
+        result?;
+        for name in &removed {
+            self.health_sent.remove(name);
+        }
+        self.health_sent.extend(sent);
+        Ok(touched)
     }
 
     /// Takes every health event already queued (after an apply of the

@@ -17,7 +17,7 @@ use lb_proto::v1::{self, DirectorConfig, DirectorGroup};
 
 use crate::health::config::{ConfigError as HealthConfigError, ServiceSpec};
 use crate::health::service::Target;
-use crate::ipvs::reconcile::{ServiceState, Table};
+use crate::ipvs::reconcile::ServiceState;
 use crate::ipvs::validate::{self, ValidationErrors};
 use crate::ipvs::{
     DestKey, Destination, Family, Forwarding, Protocol, Service, ServiceFlags, ServiceKey,
@@ -258,26 +258,24 @@ impl DirectorPlan {
             }
         }
         // The whole table with every destination at its configured weight
-        // must be one the kernel takes.
-        let mut full = Table::new();
-        for p in services.values() {
-            let mut dests: BTreeMap<DestKey, Destination> = p
+        // must be one the kernel takes (checked where it stands, in the
+        // table's order, without building it).
+        let mut errors = Vec::new();
+        for name in keys.values() {
+            let p = &services[name];
+            validate::validate_service(&p.service, &mut errors);
+            let dests = p
                 .real_servers
                 .iter()
-                .map(|r| (r.dest.key, r.dest))
-                .collect();
-            if let Some(s) = p.sorry {
-                dests.insert(s.key, s);
+                .map(|r| &r.dest)
+                .chain(p.sorry.as_ref());
+            for d in dests {
+                validate::validate_dest(&p.service.key, d, &mut errors);
             }
-            full.insert(
-                p.service.key,
-                ServiceState {
-                    service: p.service.clone(),
-                    dests,
-                },
-            );
         }
-        validate::validate(&full).map_err(|e: ValidationErrors| PlanError::Ipvs(e.to_string()))?;
+        if !errors.is_empty() {
+            return Err(PlanError::Ipvs(ValidationErrors(errors).to_string()));
+        }
 
         let timeouts = groups
             .iter()

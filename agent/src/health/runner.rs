@@ -137,11 +137,19 @@ pub struct RunnerStats {
 }
 
 enum Command {
+    /// The whole set of services.
     Apply(
         Vec<(ServiceSpec, Vec<Checker>)>,
         HashSet<(String, SocketAddr)>,
         oneshot::Sender<()>,
     ),
+    /// Services added or changed, and services gone; the others stay.
+    Update {
+        changed: Vec<(ServiceSpec, Vec<Checker>)>,
+        removed: Vec<String>,
+        assumed_up: HashSet<(String, SocketAddr)>,
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// Talks to the runner task.
@@ -156,6 +164,14 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Apply(s, _, _) => write!(f, "Apply({} services)", s.len()),
+            Command::Update {
+                changed, removed, ..
+            } => write!(
+                f,
+                "Update({} changed, {} removed)",
+                changed.len(),
+                removed.len()
+            ),
         }
     }
 }
@@ -177,9 +193,39 @@ impl HealthHandle {
         assumed_up: HashSet<(String, SocketAddr)>,
     ) -> Result<(), ApplyError> {
         let built = build_all(services)?;
-        let (done_tx, done_rx) = oneshot::channel();
+        self.call(|done| Command::Apply(built, assumed_up, done))
+            .await
+    }
+
+    /// As [`apply_assuming`](Self::apply_assuming), given only the services
+    /// that are new or changed and the names of those gone: the others keep
+    /// running untouched, so a change to one service of thousands costs one
+    /// service's work. Only the checkers of `changed` are built; on error
+    /// nothing changes.
+    pub async fn update(
+        &self,
+        changed: Vec<ServiceSpec>,
+        removed: Vec<String>,
+        assumed_up: HashSet<(String, SocketAddr)>,
+    ) -> Result<(), ApplyError> {
+        let changed = build_all(changed)?;
+        self.call(|done| Command::Update {
+            changed,
+            removed,
+            assumed_up,
+            done,
+        })
+        .await
+    }
+
+    /// Sends a command and waits until the runner has carried it out.
+    async fn call(
+        &self,
+        command: impl FnOnce(oneshot::Sender<()>) -> Command,
+    ) -> Result<(), ApplyError> {
+        let (done, done_rx) = oneshot::channel();
         self.cmd_tx
-            .send(Command::Apply(built, assumed_up, done_tx))
+            .send(command(done))
             .await
             .map_err(|_| ApplyError::Stopped)?;
         done_rx.await.map_err(|_| ApplyError::Stopped)
@@ -357,6 +403,10 @@ impl Runner {
                         self.apply(services, &assumed_up, Instant::now()).await;
                         let _ = done.send(());
                     }
+                    Some(Command::Update { changed, removed, assumed_up, done }) => {
+                        self.update(changed, &removed, &assumed_up, Instant::now()).await;
+                        let _ = done.send(());
+                    }
                     None => return,
                 },
                 Some(done) = result_rx.recv() => self.on_done(done, Instant::now()).await,
@@ -417,29 +467,66 @@ impl Runner {
         }
     }
 
+    /// The whole set of services: those gone, new or changed are updated,
+    /// the others keep running untouched.
     async fn apply(
         &mut self,
         services: Vec<(ServiceSpec, Vec<Checker>)>,
         assumed_up: &HashSet<(String, SocketAddr)>,
         now: Instant,
     ) {
-        // Which checks stay, which are new.
-        let mut keep: HashMap<(String, SocketAddr), CheckId> = HashMap::new();
-        let mut fresh: Vec<(String, RealServerSpec, Checker, ExecEnv)> = vec![];
-        let unchanged: HashSet<String> = services
-            .iter()
-            .filter(|(svc, _)| self.specs.get(&svc.name) == Some(svc))
-            .map(|(svc, _)| svc.name.clone())
+        let names: HashSet<&str> = services.iter().map(|(s, _)| s.name.as_str()).collect();
+        let removed: Vec<String> = self
+            .specs
+            .keys()
+            .filter(|n| !names.contains(n.as_str()))
+            .cloned()
             .collect();
-        for (svc, checkers) in &services {
-            if unchanged.contains(&svc.name) {
-                for rs in &svc.real_servers {
-                    let key = (svc.name.clone(), rs.addr);
-                    if let Some(id) = self.index.get(&key) {
-                        keep.insert(key, *id);
+        drop(names);
+        let changed: Vec<_> = services
+            .into_iter()
+            .filter(|(svc, _)| self.specs.get(&svc.name) != Some(svc))
+            .collect();
+        self.update(changed, &removed, assumed_up, now).await;
+    }
+
+    /// Services new or changed, and services gone. A changed service keeps
+    /// the state (health, counters, schedule) of every real server whose
+    /// check did not change; the other services are not looked at.
+    async fn update(
+        &mut self,
+        changed: Vec<(ServiceSpec, Vec<Checker>)>,
+        removed: &[String],
+        assumed_up: &HashSet<(String, SocketAddr)>,
+        now: Instant,
+    ) {
+        for name in removed {
+            if let Some(old) = self.specs.remove(name) {
+                for rs in &old.real_servers {
+                    if let Some(id) = self.index.remove(&(name.clone(), rs.addr)) {
+                        self.checks.remove(&id);
                     }
                 }
-                continue;
+            }
+            self.services.remove(name);
+        }
+        if !removed.is_empty() {
+            let gone: HashSet<&str> = removed.iter().map(String::as_str).collect();
+            self.quorum_tx
+                .send_modify(|m| m.retain(|name, _| !gone.contains(name.as_str())));
+        }
+        // Which checks of the changed services stay, which are new.
+        let mut fresh: Vec<(String, RealServerSpec, Checker, ExecEnv)> = vec![];
+        for (svc, checkers) in &changed {
+            let now_addrs: HashSet<SocketAddr> = svc.real_servers.iter().map(|r| r.addr).collect();
+            if let Some(old) = self.specs.get(&svc.name) {
+                for rs in &old.real_servers {
+                    if !now_addrs.contains(&rs.addr)
+                        && let Some(id) = self.index.remove(&(svc.name.clone(), rs.addr))
+                    {
+                        self.checks.remove(&id);
+                    }
+                }
             }
             for (rs, checker) in svc.real_servers.iter().zip(checkers) {
                 let key = (svc.name.clone(), rs.addr);
@@ -453,19 +540,21 @@ impl Runner {
                     .get(&key)
                     .and_then(|id| Some((*id, self.checks.get_mut(id)?)))
                 {
-                    Some((id, e)) if e.spec.check == rs.check => {
+                    Some((_, e)) if e.spec.check == rs.check => {
                         // Unchanged check: keep its state; take the new weight/drain/env.
                         e.spec = rs.clone();
                         e.probe.env = env;
-                        keep.insert(key, id);
                     }
-                    _ => fresh.push((svc.name.clone(), rs.clone(), checker.clone(), env)),
+                    other => {
+                        if let Some((id, _)) = other {
+                            self.checks.remove(&id);
+                        }
+                        self.index.remove(&key);
+                        fresh.push((svc.name.clone(), rs.clone(), checker.clone(), env));
+                    }
                 }
             }
         }
-        let kept: std::collections::HashSet<CheckId> = keep.values().copied().collect();
-        self.checks.retain(|id, _| kept.contains(id));
-        self.index = keep;
         // New checks: spread evenly over their interval.
         let n = fresh.len();
         for (i, (service, rs, checker, env)) in fresh.into_iter().enumerate() {
@@ -505,16 +594,9 @@ impl Runner {
                 },
             );
         }
-        // Services: new, reconfigured, gone.
-        let mut next_services = BTreeMap::new();
+        // Services: new or reconfigured.
         let mut all_actions = vec![];
-        for (svc, _) in &services {
-            if unchanged.contains(&svc.name)
-                && let Some(state) = self.services.remove(&svc.name)
-            {
-                next_services.insert(svc.name.clone(), state);
-                continue;
-            }
+        for (svc, _) in &changed {
             let (state, actions) = match self.services.get(&svc.name) {
                 Some(old) => old.reconfigure(svc, self.initial(&svc.name), now),
                 None => ServiceState::new(svc, self.initial(&svc.name), now),
@@ -526,16 +608,12 @@ impl Runner {
             self.quorum_tx.send_modify(|m| {
                 m.insert(svc.name.clone(), q);
             });
-            next_services.insert(svc.name.clone(), state);
+            self.services.insert(svc.name.clone(), state);
             all_actions.push((svc.name.clone(), actions));
         }
-        self.quorum_tx
-            .send_modify(|m| m.retain(|name, _| next_services.contains_key(name)));
-        self.services = next_services;
-        self.specs = services
-            .into_iter()
-            .map(|(svc, _)| (svc.name.clone(), svc))
-            .collect();
+        for (svc, _) in changed {
+            self.specs.insert(svc.name.clone(), svc);
+        }
         for (name, actions) in all_actions {
             self.emit(&name, actions).await;
         }

@@ -111,14 +111,34 @@ async fn next_transition(
 }
 
 /// The actions that follow (until the channel is quiet for 50 ms).
-async fn drain_actions(rx: &mut mpsc::Receiver<HealthEvent>) -> Vec<ServiceAction> {
+/// Every event until none comes for 50 ms.
+async fn quiet_events(rx: &mut mpsc::Receiver<HealthEvent>) -> Vec<HealthEvent> {
     let mut out = vec![];
     while let Ok(Some(ev)) = tokio::time::timeout(50 * MS, rx.recv()).await {
-        if let HealthEvent::Action { action, .. } = ev {
-            out.push(action);
-        }
+        out.push(ev);
     }
     out
+}
+
+async fn drain_actions(rx: &mut mpsc::Receiver<HealthEvent>) -> Vec<ServiceAction> {
+    quiet_events(rx)
+        .await
+        .into_iter()
+        .filter_map(|ev| match ev {
+            HealthEvent::Action { action, .. } => Some(action),
+            _ => None,
+        })
+        .collect()
+}
+
+fn set_weight(service: &str, addr: SocketAddr, weight: u32) -> HealthEvent {
+    HealthEvent::Action {
+        service: service.into(),
+        action: ServiceAction::Destination {
+            target: Target::Real(addr),
+            change: DestinationChange::SetWeight { weight },
+        },
+    }
 }
 
 // In: an HTTP real server, rise 3, fall 2, interval 100 ms; the server
@@ -523,18 +543,70 @@ async fn only_changed_services_are_reconfigured() {
     next_transition(&mut rx).await;
     drain_actions(&mut rx).await;
     h.apply(both(3)).await.unwrap();
-    let mut events = vec![];
-    while let Ok(Some(ev)) = tokio::time::timeout(50 * MS, rx.recv()).await {
-        events.push(ev);
-    }
     assert_eq!(
-        events,
-        vec![HealthEvent::Action {
-            service: "one".into(),
-            action: ServiceAction::Destination {
-                target: Target::Real(a.addr),
-                change: DestinationChange::SetWeight { weight: 3 }
-            }
-        }]
+        quiet_events(&mut rx).await,
+        vec![set_weight("one", a.addr, 3)]
     );
+}
+
+// In: two services up; an update that changes one real server's weight in
+// the first and names no other; an update that only removes the second; an
+// update refused (a real server listed twice); then a whole apply that
+// brings the second back. Out: the first update makes exactly the SetWeight
+// and leaves the second service's check running; the removal stops its
+// check and drops its quorum, with no event; the refused update changes
+// nothing; the second service comes back checked from scratch.
+#[tokio::test]
+async fn updates_touch_only_the_services_they_name() {
+    let a = http_server(false).await;
+    let b = http_server(false).await;
+    let (h, mut rx) = start();
+    let check = http_check(timing(100, 1, 1));
+    let one = |w| service("one", vec![rs(a.addr, w, check.clone())]);
+    let two = service("two", vec![rs(b.addr, 1, check.clone())]);
+    h.apply(vec![one(1), two.clone()]).await.unwrap();
+    next_transition(&mut rx).await;
+    next_transition(&mut rx).await;
+    drain_actions(&mut rx).await;
+    let mut stats = h.stats();
+    assert_eq!(stats.borrow_and_update().checks, 2);
+
+    h.update(vec![one(3)], vec![], Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        quiet_events(&mut rx).await,
+        vec![set_weight("one", a.addr, 3)]
+    );
+    assert_eq!(stats.borrow_and_update().checks, 2, "two's check stopped");
+    assert!(h.quorum().borrow().contains_key("two"));
+
+    h.update(vec![], vec!["two".into()], Default::default())
+        .await
+        .unwrap();
+    assert_eq!(stats.borrow_and_update().checks, 1);
+    assert!(!h.quorum().borrow().contains_key("two"));
+    assert!(h.quorum().borrow().contains_key("one"));
+    let after_remove = drain_actions(&mut rx).await;
+    assert!(after_remove.is_empty(), "{after_remove:?}");
+
+    let twice = service(
+        "three",
+        vec![rs(b.addr, 1, check.clone()), rs(b.addr, 2, check.clone())],
+    );
+    let refused = h
+        .update(vec![twice], vec!["one".into()], Default::default())
+        .await;
+    assert!(refused.is_err(), "a real server listed twice was taken");
+    assert_eq!(
+        stats.borrow_and_update().checks,
+        1,
+        "a refused update moved"
+    );
+    assert!(h.quorum().borrow().contains_key("one"));
+
+    h.apply(vec![one(3), two]).await.unwrap();
+    let (addr, t, _) = next_transition(&mut rx).await;
+    assert_eq!((addr, t), (b.addr, Transition::Up { weight: None }));
+    assert_eq!(stats.borrow_and_update().checks, 2);
 }
