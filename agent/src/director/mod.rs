@@ -25,6 +25,7 @@
 //!   at boot when the given one cannot be.
 
 pub mod daemon;
+pub mod drains;
 pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -55,6 +56,7 @@ use crate::vrrp::fsm::State;
 use crate::vrrp::instance::{InstanceHandle, Status as VrrpStatus, Transition};
 use crate::vrrp::track::{Source, Tracked};
 use crate::vrrp::vips::VipBackend;
+use drains::{DrainRecord, Drained, Removed};
 use plan::{DirectorPlan, PlanError, dest_key};
 
 /// File of the last good configuration in the state directory.
@@ -636,8 +638,10 @@ pub async fn start(
         weights: BTreeMap::new(),
         sorry_active: BTreeMap::new(),
         real_health: BTreeMap::new(),
-        drained: BTreeMap::new(),
-        removed: BTreeSet::new(),
+        drained: Drained::new(),
+        removed: Removed::new(),
+        drain_store: ConfigStore::new(state_dir.join(drains::FILE)),
+        drains_saved: Default::default(),
         desired: Table::new(),
         units: Vec::new(),
         failover: BTreeMap::new(),
@@ -652,6 +656,7 @@ pub async fn start(
         metrics: metrics.clone(),
     };
     let t0 = Instant::now();
+    d.restore_drains();
     // Adopt: what the kernel holds is assumed healthy until checked.
     let kernel_table = d.dump().await;
     let assumed = assumed_up(&plan, kernel_table.as_ref());
@@ -709,8 +714,6 @@ pub async fn start(
     Ok((handle, task))
 }
 
-/// Destinations of planned services that the kernel holds with a weight:
-/// their checks start up.
 /// The status file's path and the view to write there (none before the
 /// first).
 type StatusFile = Option<(PathBuf, Arc<View>)>;
@@ -747,6 +750,8 @@ async fn write_status(mut rx: watch::Receiver<StatusFile>) {
     }
 }
 
+/// Destinations of planned services that the kernel holds with a weight:
+/// their checks start up.
 fn assumed_up(plan: &DirectorPlan, kernel: Option<&Table>) -> HashSet<(String, SocketAddr)> {
     let mut out = HashSet::new();
     let Some(kernel) = kernel else {
@@ -819,9 +824,12 @@ struct Director {
     real_health: BTreeMap<(String, DestKey), (v1::HealthState, String)>,
     /// Drained real servers and when their drain ends regardless of
     /// connections (`None`: never).
-    drained: BTreeMap<(String, DestKey), Option<Instant>>,
+    drained: Drained,
     /// Drained real servers taken out of the table.
-    removed: BTreeSet<(String, DestKey)>,
+    removed: Removed,
+    /// Where the drains are kept across restarts, and what it holds.
+    drain_store: ConfigStore<Vec<DrainRecord>>,
+    drains_saved: (Drained, Removed),
     /// The table the director wants (and believes the kernel holds).
     desired: Table,
     units: Vec<VrrpUnit>,
@@ -1570,6 +1578,9 @@ impl Director {
         self.config = config;
         self.revision = revision;
         self.last_error = None;
+        if let Err(e) = self.save_drains() {
+            warn!(error = %e, "drains of real servers that left not stored");
+        }
         // Stored once the kernel holds it, so that the last good
         // configuration is one that was applied: a crash before this line
         // restarts on the previous one, which the controller (or SIGHUP)
@@ -1603,6 +1614,56 @@ impl Director {
         Ok(outcome)
     }
 
+    /// Takes the stored drains of real servers the plan still has; a file
+    /// that cannot be read is refused whole, and said.
+    fn restore_drains(&mut self) {
+        let records = match self.drain_store.load() {
+            Ok(Some(s)) => s.config,
+            Ok(None) => return,
+            Err(e) => {
+                error!(error = %e, "stored drains refused: every real server starts undrained");
+                return;
+            }
+        };
+        let (mut drained, mut removed) =
+            drains::restore(&records, Instant::now(), SystemTime::now());
+        let valid = |(s, d): &(String, DestKey)| {
+            self.plan
+                .services
+                .get(s)
+                .is_some_and(|p| p.real_servers.iter().any(|r| r.dest.key == *d))
+        };
+        drained.retain(|k, _| valid(k));
+        removed.retain(|k| drained.contains_key(k));
+        info!(
+            drained = drained.len(),
+            removed = removed.len(),
+            "stored drains restored"
+        );
+        self.drains_saved = (drained.clone(), removed.clone());
+        (self.drained, self.removed) = (drained, removed);
+    }
+
+    /// Stores the drains if they changed since they were last stored.
+    fn save_drains(&mut self) -> Result<(), crate::store::StoreError> {
+        if self.drains_saved.0 == self.drained && self.drains_saved.1 == self.removed {
+            return Ok(());
+        }
+        let config = drains::records(
+            &self.drained,
+            &self.removed,
+            Instant::now(),
+            SystemTime::now(),
+        );
+        self.drain_store.save(&Stored {
+            revision: 0,
+            epoch: 0,
+            config,
+        })?;
+        self.drains_saved = (self.drained.clone(), self.removed.clone());
+        Ok(())
+    }
+
     async fn drain(
         &mut self,
         service: &str,
@@ -1625,6 +1686,7 @@ impl Director {
         })?;
         let (key, dest) = (p.service.key, rs.dest.key);
         let id = (service.to_string(), dest);
+        let before = (self.drained.clone(), self.removed.clone());
         if undrain {
             if self.drained.remove(&id).is_none() && !self.removed.contains(&id) {
                 return Err(DirectorError::Precondition(format!(
@@ -1632,12 +1694,24 @@ impl Director {
                 )));
             }
             self.removed.remove(&id);
-            info!(service, real_server, "undrained");
         } else {
             let until = deadline
                 .filter(|d| !d.is_zero())
                 .map(|d| Instant::now() + d);
             self.drained.insert(id.clone(), until);
+        }
+        // Kept before it is applied: a drain that would be forgotten by a
+        // restart is refused.
+        if let Err(e) = self.save_drains() {
+            (self.drained, self.removed) = before;
+            return Err(DirectorError::Precondition(format!(
+                "service {service}: real server {real_server}: the {} could not be stored, nothing changed: {e}",
+                if undrain { "undrain" } else { "drain" }
+            )));
+        }
+        if undrain {
+            info!(service, real_server, "undrained");
+        } else {
             info!(service, real_server, ?deadline, "draining");
         }
         let mut touched = self.apply_health(HashSet::new()).await?;
@@ -1688,6 +1762,9 @@ impl Director {
             }
         }
         if !touched.is_empty() {
+            if let Err(e) = self.save_drains() {
+                warn!(error = %e, "drained real servers taken out, not stored");
+            }
             self.apply_services(&touched).await;
             self.publish();
         }

@@ -12,8 +12,9 @@
 //! A client connection is held open through the VIP; the real server it
 //! landed on is drained over gRPC: its weight goes to 0 at once and it stays
 //! in the table while the connection lives, new requests go to the other
-//! one; once the connection closes the real server leaves the table; an
-//! undrain brings it back with its weight.
+//! one; once the connection closes the real server leaves the table and
+//! stays out across a restart of the agent; an undrain brings it back with
+//! its weight.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -121,12 +122,31 @@ fn grpc<T: Send>(
     })?
 }
 
+/// The health the agent reports for `node`'s real server of service `web`.
+fn health_of(ds: &Host, node: &'static str) -> Result<Option<lb_proto::v1::HealthState>> {
+    grpc(ds, move |mut c| {
+        Box::pin(async move {
+            let r = c
+                .list_services(lb_proto::v1::ListServicesRequest { name: "web".into() })
+                .await?;
+            Ok(r.into_inner()
+                .services
+                .iter()
+                .flat_map(|s| &s.real_servers)
+                .find(|r| r.node == node)
+                .map(|r| r.health()))
+        })
+    })
+}
+
 /// In: an HTTP connection held open through the VIP, then Drain of the real
 /// server it landed on (no deadline), then the connection closed, then
-/// Undrain. Out: Drain answers one active connection; the kernel has the real
-/// server at weight 0 and still listed while the connection lives, and new
-/// requests all reach the other one; after the close it leaves the table;
-/// after Undrain it is back with weight 5 and answers again.
+/// a restart of the agent, then Undrain. Out: Drain answers one active
+/// connection; the kernel has the real server at weight 0 and still listed
+/// while the connection lives, and new requests all reach the other one;
+/// after the close it leaves the table; the restarted agent reports it
+/// drained and keeps it out; after Undrain it is back with weight 5 and
+/// answers again.
 #[test]
 fn drain_waits_for_the_open_connection() -> Result<()> {
     lb_lab::kernel::require_ipvs();
@@ -147,7 +167,7 @@ fn drain_waits_for_the_open_connection() -> Result<()> {
     let cfg = lab.dir().join("ds1.yaml");
     std::fs::write(&cfg, topology(&state))?;
     let bin = bin_path("lb-agent");
-    let mut director = ds.spawn([
+    let argv = [
         bin.to_str().context("path")?,
         "director",
         "--config",
@@ -156,7 +176,9 @@ fn drain_waits_for_the_open_connection() -> Result<()> {
         "ds1",
         "--api",
         "10.40.0.2:50061",
-    ])?;
+    ];
+    let start_director = || ds.spawn(argv);
+    let mut director = start_director()?;
     let url = http_url(VIP.parse()?, 80);
     wait_for(
         || {
@@ -232,6 +254,39 @@ fn drain_waits_for_the_open_connection() -> Result<()> {
         format!(
             "{busy} still in the table after the close: {:?}",
             dests(&ds)
+        )
+    })?;
+
+    // A restart keeps the drain: the new agent says the real server is
+    // drained, and neither its start nor its reconciles put it back.
+    director.terminate(scaled(Duration::from_secs(10)));
+    director = start_director()?;
+    let health = wait_for_some(
+        || health_of(&ds, busy_name).ok().flatten(),
+        scaled(Duration::from_secs(20)),
+    )
+    .with_context(|| format!("the restarted agent never answered\n{}", director.log()))?;
+    ensure!(
+        health == lb_proto::v1::HealthState::Drained,
+        "{busy_name} is {health:?} after the restart, not drained\n{}",
+        director.log()
+    );
+    for _ in 0..3 {
+        std::thread::sleep(scaled(Duration::from_secs(1)));
+        let d = dests(&ds);
+        ensure!(
+            !d.iter().any(|(a, _, _)| *a == busy),
+            "{busy} back in the table after the restart: {d:?}"
+        );
+    }
+    wait_for_some(
+        || client.http_get(&url).ok(),
+        scaled(Duration::from_secs(20)),
+    )
+    .with_context(|| {
+        format!(
+            "no answer through the VIP after the restart\n{}",
+            director.log()
         )
     })?;
 
