@@ -28,6 +28,7 @@ pub mod http;
 pub mod kernel;
 pub mod lab;
 pub mod netns;
+pub mod pcap;
 pub mod process;
 pub mod wait;
 

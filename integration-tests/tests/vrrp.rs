@@ -8,7 +8,7 @@
 //! Traffic stays inside the lab's namespaces.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -565,7 +565,7 @@ fn ipv6_election_takeover_and_unsolicited_na() -> Result<()> {
     wait_for(|| d[1].has(vip6), scaled(Duration::from_secs(3))).with_context(|| d[1].log())?;
     std::thread::sleep(Duration::from_millis(300));
     cap.proc.terminate(Duration::from_secs(5));
-    let wire = parse_wire(&pcap_frames(&cap.file)?);
+    let wire = parse_wire(&lb_lab::pcap::frames(&cap.file)?);
     let v6: Vec<_> = wire
         .adverts
         .iter()
@@ -843,35 +843,6 @@ fn capture(lab: &Lab) -> Result<Capture> {
     })
 }
 
-/// Frames of a pcap file (Ethernet link type).
-fn pcap_frames(path: &Path) -> Result<Vec<Vec<u8>>> {
-    let data = std::fs::read(path)?;
-    ensure!(data.len() >= 24, "pcap file too short");
-    let le = match data[..4] {
-        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
-        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
-        _ => bail!("not a pcap file"),
-    };
-    let u32_at = |b: &[u8]| {
-        let a = [b[0], b[1], b[2], b[3]];
-        if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
-    let mut frames = Vec::new();
-    let mut off = 24;
-    while off + 16 <= data.len() {
-        let caplen = u32_at(&data[off + 8..]) as usize;
-        let start = off + 16;
-        let end = (start + caplen).min(data.len());
-        frames.push(data[start..end].to_vec());
-        off = start + caplen;
-    }
-    Ok(frames)
-}
-
 #[derive(Debug, Default)]
 struct Wire {
     /// (source, TTL, decoded) of VRRP packets over IPv4.
@@ -882,9 +853,9 @@ struct Wire {
     nas: Vec<IpAddr>,
 }
 
-fn parse_wire(frames: &[Vec<u8>]) -> Wire {
+fn parse_wire(frames: &[lb_lab::pcap::Frame]) -> Wire {
     let mut w = Wire::default();
-    for f in frames {
+    for f in frames.iter().map(|f| &f.data) {
         if f.len() < 14 {
             continue;
         }
@@ -959,7 +930,7 @@ fn partition_heals_to_one_master_with_fresh_garp_and_clean_packets() -> Result<(
     wait_single_master(&d, 0, Duration::from_secs(3))?;
     stays(&d, 0, Duration::from_millis(500))?;
     cap.proc.terminate(Duration::from_secs(5));
-    let wire = parse_wire(&pcap_frames(&cap.file)?);
+    let wire = parse_wire(&lb_lab::pcap::frames(&cap.file)?);
     ensure!(
         wire.adverts.len() > 10,
         "too few adverts captured: {}",
@@ -983,7 +954,7 @@ fn partition_heals_to_one_master_with_fresh_garp_and_clean_packets() -> Result<(
 
 fn count_garps(cap: &Capture) -> Result<usize> {
     let vip: IpAddr = VIP.parse()?;
-    Ok(parse_wire(&pcap_frames(&cap.file)?)
+    Ok(parse_wire(&lb_lab::pcap::frames(&cap.file)?)
         .garps
         .iter()
         .filter(|a| **a == vip)

@@ -190,34 +190,15 @@ directorGroups:
 
 /// Adverts on the wire: (time, source).
 fn adverts(pcap: &Path) -> Result<Vec<(f64, IpAddr)>> {
-    let data = std::fs::read(pcap)?;
-    if data.len() < 24 {
-        bail!("pcap too short");
-    }
-    let le = data[0] == 0xd4;
-    let nanos = matches!(
-        data[..4],
-        [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d]
-    );
-    let u32_at = |b: &[u8]| {
-        let a = [b[0], b[1], b[2], b[3]];
-        if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
     let mut out = Vec::new();
-    let mut off = 24;
-    while off + 16 <= data.len() {
-        let sec = f64::from(u32_at(&data[off..]));
-        let frac = f64::from(u32_at(&data[off + 4..]));
-        let t = sec + frac / if nanos { 1e9 } else { 1e6 };
-        let caplen = u32_at(&data[off + 8..]) as usize;
-        let f = &data[off + 16..(off + 16 + caplen).min(data.len())];
-        off += 16 + caplen;
-        if f.len() >= 34 && f[12..14] == [0x08, 0x00] && f[14 + 9] == 112 {
-            out.push((t, IpAddr::from([f[26], f[27], f[28], f[29]])));
+    for f in lb_lab::pcap::frames(pcap)? {
+        let d = &f.data;
+        // Ethernet, IPv4, protocol 112: the source address at bytes 26..30.
+        if d.len() >= 34 && d[12..14] == [0x08, 0x00] && d[14 + 9] == 112 {
+            out.push((
+                f.time.as_secs_f64(),
+                IpAddr::from([d[26], d[27], d[28], d[29]]),
+            ));
         }
     }
     Ok(out)

@@ -171,7 +171,8 @@ pub struct DirectorPlan {
     pub sync_groups: Vec<Vec<usize>>,
     /// IPVS services by name.
     pub services: BTreeMap<String, ServicePlan>,
-    /// Health side of the services, in the same order as `services`.
+    /// Health side of the services, in the order the configuration lists
+    /// them.
     pub health: Vec<ServiceSpec>,
     /// IPVS connection timeouts to set, if any.
     pub timeouts: Option<Timeouts>,
