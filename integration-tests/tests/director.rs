@@ -1,9 +1,10 @@
 //! The director agent on the host kernel (no IPVS here: the IPVS side is in
 //! the kernel suite): health checks and VRRP meet (a service's quorum lost
 //! lowers the instance's priority and the VIP moves), SIGHUP applies only
-//! the difference (an unchanged instance does not flap), and fail-static
+//! the difference (an unchanged instance does not flap), fail-static
 //! start (a broken file runs the last good configuration; a corrupt stored
-//! one is refused as a whole).
+//! one is refused as a whole), and drains asked over the API kept across
+//! restarts for as long as their real server stays.
 //!
 //! Needs root (network namespaces). Traffic stays inside the lab.
 
@@ -29,8 +30,14 @@ impl Director {
     }
 
     fn start(&mut self, config: &Path) -> Result<()> {
+        self.start_with(config, &[])
+    }
+
+    /// Starts the agent on `config` with `extra` options.
+    fn start_with(&mut self, config: &Path, extra: &[&str]) -> Result<()> {
         let bin = bin_path("lb-agent");
-        let proc = self.host.spawn([
+        let state = self.state_dir();
+        let mut argv = vec![
             bin.to_str().context("binary path")?,
             "director",
             "--config",
@@ -38,8 +45,10 @@ impl Director {
             "--node",
             &self.name,
             "--state-dir",
-            self.state_dir().to_str().context("state path")?,
-        ])?;
+            state.to_str().context("state path")?,
+        ];
+        argv.extend_from_slice(extra);
+        let proc = self.host.spawn(argv)?;
         self.agent = Some(proc);
         Ok(())
     }
@@ -482,25 +491,11 @@ fn agent_api_forces_a_failover_and_metrics_count_it() -> Result<()> {
     let mut s = setup("dir-api")?;
     let config = s.config.clone();
     for (i, d) in s.ds.iter_mut().enumerate() {
-        let bin = bin_path("lb-agent");
         let (api, metrics) = (
             format!("10.32.0.{}:50061", i + 1),
             format!("10.32.0.{}:9361", i + 1),
         );
-        d.agent = Some(d.host.spawn([
-            bin.to_str().context("path")?,
-            "director",
-            "--config",
-            config.to_str().context("path")?,
-            "--node",
-            &d.name,
-            "--state-dir",
-            d.state_dir().to_str().context("path")?,
-            "--api",
-            &api,
-            "--metrics",
-            &metrics,
-        ])?);
+        d.start_with(&config, &["--api", &api, "--metrics", &metrics])?;
     }
     let (ds1, ds2) = (&s.ds[0], &s.ds[1]);
     wait_state(ds1, "VI_1", "VRRP_STATE_MASTER", Duration::from_secs(10))?;
@@ -568,6 +563,98 @@ fn agent_api_forces_a_failover_and_metrics_count_it() -> Result<()> {
     Ok(())
 }
 
+/// The health ds1's agent API reports for rs1 in service `web`; `None`
+/// while the API does not answer.
+fn rs1_health(ds1: &Director) -> Option<lb_proto::v1::HealthState> {
+    use lb_proto::v1::ListServicesRequest;
+    use lb_proto::v1::agent_service_client::AgentServiceClient;
+    in_lab(&ds1.host, || {
+        Box::pin(async {
+            let mut c = AgentServiceClient::connect("http://10.32.0.1:50061").await?;
+            let r = c
+                .list_services(ListServicesRequest { name: "web".into() })
+                .await?
+                .into_inner();
+            r.services
+                .iter()
+                .flat_map(|s| &s.real_servers)
+                .find(|r| r.node == "rs1")
+                .map(|r| r.health())
+                .context("rs1 not in ListServices")
+        })
+    })
+    .ok()
+}
+
+/// In: ds1 with the agent API; rs1 drained over gRPC; the agent restarted
+/// on the same file; then restarted on a file where rs1 serves on another
+/// port; then restarted on the first file again. Out: the drain holds
+/// across the first restart (stored, not in memory only); the second start
+/// drops it, since that real server left; the third finds rs1 on port 80
+/// again and not drained: a drain of a real server that left does not come
+/// back with it.
+#[test]
+fn a_drain_outlives_a_restart_but_not_its_real_server() -> Result<()> {
+    use lb_proto::v1::AgentDrainRequest;
+    use lb_proto::v1::HealthState::Drained;
+    use lb_proto::v1::agent_service_client::AgentServiceClient;
+
+    let mut s = setup("dir-drains")?;
+    let config = s.config.clone();
+    let ds1 = &mut s.ds[0];
+    let start = |d: &mut Director| d.start_with(&config, &["--api", "10.32.0.1:50061"]);
+    let restart = |d: &mut Director| -> Result<()> {
+        if let Some(a) = d.agent.as_mut() {
+            a.terminate(scaled(Duration::from_secs(10)));
+        }
+        start(d)
+    };
+    let answered = |d: &Director| {
+        lb_lab::wait_for_some(|| rs1_health(d), scaled(Duration::from_secs(10)))
+            .with_context(|| format!("the agent API never answered:\n{}", tail(&d.log())))
+    };
+
+    start(ds1)?;
+    answered(ds1)?;
+    in_lab(&ds1.host, || {
+        Box::pin(async {
+            let mut c = AgentServiceClient::connect("http://10.32.0.1:50061").await?;
+            c.drain(AgentDrainRequest {
+                service: "web".into(),
+                real_server: "rs1".into(),
+                deadline: None,
+            })
+            .await?;
+            Ok(())
+        })
+    })?;
+    ensure!(answered(ds1)? == Drained, "rs1 not drained by Drain");
+
+    restart(ds1)?;
+    let h = answered(ds1)?;
+    ensure!(
+        h == Drained,
+        "rs1 {h:?} after a restart, not drained:\n{}",
+        tail(&ds1.log())
+    );
+
+    let moved = topology((110, 100), "200ms").replace("port: 80, weight", "port: 8080, weight");
+    std::fs::write(&config, moved)?;
+    restart(ds1)?;
+    let h = answered(ds1)?;
+    ensure!(h != Drained, "rs1 on another port is drained");
+
+    std::fs::write(&config, topology((110, 100), "200ms"))?;
+    restart(ds1)?;
+    let h = answered(ds1)?;
+    ensure!(
+        h != Drained,
+        "rs1 back on port 80 came back drained:\n{}",
+        tail(&ds1.log())
+    );
+    Ok(())
+}
+
 /// The scheduling policy of the process's thread named `name`, from
 /// /proc (field 41 of the thread's stat: 0 SCHED_OTHER, 2 SCHED_RR).
 fn thread_policy(pid: u32, name: &str) -> Option<u32> {
@@ -593,19 +680,7 @@ fn vrrp_thread_runs_realtime_when_asked() -> Result<()> {
     let mut s = setup("dir-rt")?;
     let config = s.config.clone();
     let d = &mut s.ds[0];
-    let bin = bin_path("lb-agent");
-    d.agent = Some(d.host.spawn([
-        bin.to_str().context("path")?,
-        "director",
-        "--config",
-        config.to_str().context("path")?,
-        "--node",
-        "ds1",
-        "--state-dir",
-        d.state_dir().to_str().context("path")?,
-        "--realtime-priority",
-        "10",
-    ])?);
+    d.start_with(&config, &["--realtime-priority", "10"])?;
     wait_state(d, "VI_1", "VRRP_STATE_MASTER", Duration::from_secs(10))?;
     let pid = d.agent.as_ref().unwrap().pid();
     ensure!(

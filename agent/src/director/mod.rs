@@ -1627,6 +1627,9 @@ impl Director {
         };
         let (mut drained, mut removed) =
             drains::restore(&records, Instant::now(), SystemTime::now());
+        // What the file holds: drains of real servers that left are
+        // written out below, so that one coming back later is not drained.
+        self.drains_saved = (drained.clone(), removed.clone());
         let valid = |(s, d): &(String, DestKey)| {
             self.plan
                 .services
@@ -1640,8 +1643,10 @@ impl Director {
             removed = removed.len(),
             "stored drains restored"
         );
-        self.drains_saved = (drained.clone(), removed.clone());
         (self.drained, self.removed) = (drained, removed);
+        if let Err(e) = self.save_drains() {
+            warn!(error = %e, "drains of real servers that left not dropped from the file");
+        }
     }
 
     /// Stores the drains if they changed since they were last stored.
