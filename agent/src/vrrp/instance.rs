@@ -4,7 +4,7 @@
 //! ```text
 //!                 ┌───────────────── instance task ─────────────────┐
 //!  socket rx ───► │ decode + validate ──► Vrrp::handle ──► actions ─┼─► socket tx (adverts)
-//!  timers ──────► │ (sleep_until per Timer)                         ├─► VipBackend add/remove
+//!  timers ──────► │ (timerfd deadline per Timer)                    ├─► VipBackend add/remove
 //!  tracking_rx ─► │ (watch<Tracking>)                               ├─► garp task (spawned, aborted)
 //!  addr watch ──► │ (rtnetlink, 1 s re-check: VIPs put back)        │
 //!  shutdown_rx ─► │ (watch<bool>)                                   ├─► notify task (mpsc, in order)
@@ -26,6 +26,7 @@ use super::packet::{
     Advertisement, Auth, DropReason, Expect, MULTICAST_V4, MULTICAST_V6, Version, validate,
 };
 use super::socket::{RecvDrop, SocketError, VrrpSocket};
+use super::timer::PreciseTimer;
 use super::track::{SyncLink, SyncReport, Tracking};
 use super::vips::{Vip, VipBackend};
 use crate::netif::garp::{Announcer, GarpError, GarpSchedule, run_schedule};
@@ -487,6 +488,13 @@ async fn run(
     let mut vip_check = tokio::time::interval(VIP_RECHECK);
     vip_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
+    // Adverts and the master down timer to the microsecond; tokio's own
+    // timer (whole milliseconds) if the timerfd cannot be had.
+    let mut precise = PreciseTimer::new()
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "no timerfd; VRRP timers fire on whole milliseconds"),
+        )
+        .ok();
     let mut buf = vec![0u8; 2048];
     loop {
         let next_timer = d
@@ -495,9 +503,15 @@ async fn run(
             .min_by_key(|(_, at)| **at)
             .map(|(k, at)| (*k, *at));
         let sleep = async {
-            match next_timer {
-                Some((_, at)) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+            match (next_timer, precise.as_mut()) {
+                (Some((_, at)), Some(t)) => {
+                    if let Err(e) = t.sleep_until(at).await {
+                        tracing::warn!(error = %e, "timerfd wait failed");
+                        tokio::time::sleep_until(at).await;
+                    }
+                }
+                (Some((_, at)), None) => tokio::time::sleep_until(at).await,
+                (None, _) => std::future::pending().await,
             }
         };
         tokio::select! {

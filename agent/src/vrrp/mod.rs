@@ -18,6 +18,7 @@ pub mod instance;
 pub mod packet;
 pub mod socket;
 pub mod status;
+pub mod timer;
 pub mod track;
 pub mod vips;
 
