@@ -261,22 +261,12 @@ impl DirectorPlan {
         // The whole table with every destination at its configured weight
         // must be one the kernel takes (checked where it stands, in the
         // table's order, without building it).
-        let mut errors = Vec::new();
-        for name in keys.values() {
+        validate::validate_services(keys.values().map(|name| {
             let p = &services[name];
-            validate::validate_service(&p.service, &mut errors);
-            let dests = p
-                .real_servers
-                .iter()
-                .map(|r| &r.dest)
-                .chain(p.sorry.as_ref());
-            for d in dests {
-                validate::validate_dest(&p.service.key, d, &mut errors);
-            }
-        }
-        if !errors.is_empty() {
-            return Err(PlanError::Ipvs(ValidationErrors(errors).to_string()));
-        }
+            let dests = p.real_servers.iter().map(|r| &r.dest);
+            (&p.service, dests.chain(p.sorry.as_ref()))
+        }))
+        .map_err(|e: ValidationErrors| PlanError::Ipvs(e.to_string()))?;
 
         let timeouts = groups
             .iter()

@@ -138,11 +138,7 @@ pub struct RunnerStats {
 
 enum Command {
     /// The whole set of services.
-    Apply(
-        Vec<(ServiceSpec, Vec<Checker>)>,
-        HashSet<(String, SocketAddr)>,
-        oneshot::Sender<()>,
-    ),
+    Apply(Vec<(ServiceSpec, Vec<Checker>)>, oneshot::Sender<()>),
     /// Services added or changed, and services gone; the others stay.
     Update {
         changed: Vec<(ServiceSpec, Vec<Checker>)>,
@@ -163,7 +159,7 @@ pub struct HealthHandle {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Apply(s, _, _) => write!(f, "Apply({} services)", s.len()),
+            Command::Apply(s, _) => write!(f, "Apply({} services)", s.len()),
             Command::Update {
                 changed, removed, ..
             } => write!(
@@ -180,28 +176,18 @@ impl HealthHandle {
     /// Replaces the services checked. Builds every checker first: on error
     /// nothing changes.
     pub async fn apply(&self, services: Vec<ServiceSpec>) -> Result<(), ApplyError> {
-        self.apply_assuming(services, HashSet::new()).await
-    }
-
-    /// As [`apply`](Self::apply), but new checks of the real servers in
-    /// `assumed_up` (service, address) start up whatever their start state:
-    /// a restarted director adopts the destinations it finds in the kernel
-    /// instead of pulling them until their first check passes.
-    pub async fn apply_assuming(
-        &self,
-        services: Vec<ServiceSpec>,
-        assumed_up: HashSet<(String, SocketAddr)>,
-    ) -> Result<(), ApplyError> {
         let built = build_all(services)?;
-        self.call(|done| Command::Apply(built, assumed_up, done))
-            .await
+        self.call(|done| Command::Apply(built, done)).await
     }
 
-    /// As [`apply_assuming`](Self::apply_assuming), given only the services
-    /// that are new or changed and the names of those gone: the others keep
-    /// running untouched, so a change to one service of thousands costs one
-    /// service's work. Only the checkers of `changed` are built; on error
-    /// nothing changes.
+    /// As [`apply`](Self::apply), given only the services that are new or
+    /// changed and the names of those gone: the others keep running
+    /// untouched, so a change to one service of thousands costs one
+    /// service's work. New checks of the real servers in `assumed_up`
+    /// (service, address) start up whatever their start state: a restarted
+    /// director adopts the destinations it finds in the kernel instead of
+    /// pulling them until their first check passes. Only the checkers of
+    /// `changed` are built; on error nothing changes.
     pub async fn update(
         &self,
         changed: Vec<ServiceSpec>,
@@ -399,8 +385,8 @@ impl Runner {
             };
             tokio::select! {
                 cmd = cmd_rx.recv() => match cmd {
-                    Some(Command::Apply(services, assumed_up, done)) => {
-                        self.apply(services, &assumed_up, Instant::now()).await;
+                    Some(Command::Apply(services, done)) => {
+                        self.apply(services, Instant::now()).await;
                         let _ = done.send(());
                     }
                     Some(Command::Update { changed, removed, assumed_up, done }) => {
@@ -469,12 +455,7 @@ impl Runner {
 
     /// The whole set of services: those gone, new or changed are updated,
     /// the others keep running untouched.
-    async fn apply(
-        &mut self,
-        services: Vec<(ServiceSpec, Vec<Checker>)>,
-        assumed_up: &HashSet<(String, SocketAddr)>,
-        now: Instant,
-    ) {
+    async fn apply(&mut self, services: Vec<(ServiceSpec, Vec<Checker>)>, now: Instant) {
         let names: HashSet<&str> = services.iter().map(|(s, _)| s.name.as_str()).collect();
         let removed: Vec<String> = self
             .specs
@@ -487,7 +468,7 @@ impl Runner {
             .into_iter()
             .filter(|(svc, _)| self.specs.get(&svc.name) != Some(svc))
             .collect();
-        self.update(changed, &removed, assumed_up, now).await;
+        self.update(changed, &removed, &HashSet::new(), now).await;
     }
 
     /// Services new or changed, and services gone. A changed service keeps

@@ -192,11 +192,22 @@ impl fmt::Display for ValidationErrors {
 
 /// Check a whole desired table.
 pub fn validate(table: &Table) -> Result<(), ValidationErrors> {
+    validate_services(table.values().map(|s| (&s.service, s.dests.values())))
+}
+
+/// As [`validate`], for services and their destinations given where they
+/// stand (no table built), in the order given.
+pub fn validate_services<'a, D>(
+    services: impl IntoIterator<Item = (&'a Service, D)>,
+) -> Result<(), ValidationErrors>
+where
+    D: IntoIterator<Item = &'a Destination>,
+{
     let mut errors = Vec::new();
-    for state in table.values() {
-        validate_service(&state.service, &mut errors);
-        for dest in state.dests.values() {
-            validate_dest(&state.service.key, dest, &mut errors);
+    for (service, dests) in services {
+        validate_service(service, &mut errors);
+        for dest in dests {
+            validate_dest(&service.key, dest, &mut errors);
         }
     }
     if errors.is_empty() {
